@@ -1,0 +1,210 @@
+"""Tests of labelnb.sweep and labelnb.report: real papermill sweeps of the tiny grid (killed and resumed), the Ray executor,
+failures, secrets, and the annotator's mitigations, on the data in ../shared/data."""
+import argparse, json, os, signal, subprocess, sys, time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np, pandas as pd, psutil, pytest
+
+from labelnb.data import get_spec
+from labelnb.sweep import (Experiment, expand_grid, run_id, run_sweep, sweep_status, sample, training_labels, annotator_labels,
+                           check_experiment)
+from labelnb.report import build_report, collect, table, add_cli
+
+ROOT = Path(__file__).parents[1]
+GRID = ROOT/'nbs'/'experiments'/'sweep_tiny.yaml'
+DATA = ROOT.parent/'shared'/'data'
+KEY = 'sk-labelnb-test-7f3a9c2e51d84b06'  # a fake API key: must never appear in any output
+ENV = dict(LABELNB_API_KEY=KEY, OPENAI_API_KEY=KEY, TOKENIZERS_PARALLELISM='false', HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')
+
+
+def finished(out:Path) -> dict:
+    "run id -> bytes of its results JSON."
+    return {p.name[:-5]: p.read_bytes() for p in (out/'results').glob('*.json') if not p.name.endswith('.failed.json')}
+
+
+def assert_no_secret(out:Path):
+    "The fake key appears in no file under `out` (notebooks, JSON, parquet, CSV, PNG)."
+    files = [p for p in out.rglob('*') if p.is_file()]
+    assert files
+    leaks = [str(p) for p in files if KEY.encode() in p.read_bytes()]
+    assert not leaks, leaks
+
+
+@pytest.fixture(scope='module')
+def tiny_runs():
+    "The 2 x 2 grid's experiments and run ids."
+    exps = expand_grid(GRID)
+    return exps, [run_id(e) for e in exps]
+
+
+@pytest.fixture(scope='module')
+def resumed(tmp_path_factory, tiny_runs):
+    """Run the tiny grid in a subprocess, SIGKILL it (and its process group) once the first run has written its results,
+    then run the sweep again. Returns what was there before the restart and the restart's status table."""
+    out = tmp_path_factory.mktemp('sweep')
+    env = {**os.environ, **ENV}
+    code = f"from labelnb.sweep import run_sweep; run_sweep({str(GRID)!r}, {str(out)!r}, progress=False)"
+    proc = subprocess.Popen([sys.executable, '-c', code], env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0, kids = time.time(), []
+    while not finished(out):
+        assert proc.poll() is None, f"the sweep exited early: {proc.stderr.read().decode()[-2000:]}"
+        assert time.time() - t0 < 300, 'no run finished within 300 s'
+        try: kids = psutil.Process(proc.pid).children(recursive=True) or kids
+        except psutil.NoSuchProcess: pass
+        time.sleep(0.2)
+    kids = psutil.Process(proc.pid).children(recursive=True) or kids
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+    before = finished(out)
+    # kernels run in sessions of their own; they notice their parent is gone and exit
+    gone, alive = psutil.wait_procs(kids, timeout=20)
+    assert not alive, f"processes left running after the kill: {[p.pid for p in alive]}"
+    states_after_kill = sweep_status(GRID, out)
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in ENV.items(): mp.setenv(k, v)
+        status = run_sweep(GRID, out, progress=False)
+    return out, before, states_after_kill, status
+
+
+def test_kill_then_resume_runs_exactly_the_missing(resumed, tiny_runs):
+    out, before, states, status = resumed
+    _, ids = tiny_runs
+    assert 1 <= len(before) < 4, sorted(before)            # killed after the first run, before the last
+    assert set(states.run_id[states.state == 'done']) == set(before)
+    assert (states.state[~states.run_id.isin(before)] == 'todo').all()
+    # the restart skipped exactly the finished runs and ran exactly the others
+    assert status.set_index('run_id').status.to_dict() == {r: 'done' if r in before else 'ran' for r in ids}
+    after = finished(out)
+    assert sorted(after) == sorted(ids)
+    assert all(after[r] == before[r] for r in before)      # finished results were not rewritten
+    assert all((out/'notebooks'/f'{r}.ipynb').exists() for r in ids)
+    assert not list((out/'results').glob('*.failed.json')) and not list((out/'results').glob('.*tmp'))
+
+
+def test_report_includes_all_four(resumed, tiny_runs):
+    out, *_ = resumed
+    _, ids = tiny_runs
+    rep = build_report(out)
+    assert sorted(rep['runs'].run_id) == sorted(ids)
+    t = rep['table']
+    assert t.label.tolist() == ['gold', 'llm:llama2-70b'] and t.n_runs.tolist() == [2, 2]
+    assert t.seeds.tolist() == [[0, 1], [0, 1]]
+    assert t.puc.between(0, 100).all() and t.acc.between(0, 100).all()
+    # unchanged predictions recomputed from the saved parquet files
+    for lab, row in t.set_index('label').iterrows():
+        p0, p1 = (pd.read_parquet(f) for f in rep['runs'].sort_values('seed').query('label == @lab').predictions_file)
+        assert (p0.row == p1.row).all() and len(p0) == 32
+        assert row.puc == pytest.approx(100 * (p0.pred == p1.pred).mean())
+    # gold labels cost n_train human labels; Llama-2's labels agree with gold on most of the 32 reviews
+    runs = rep['runs'].set_index('label')
+    assert (runs.loc['gold'].gold_spent == 32).all() and (runs.loc['llm:llama2-70b'].label_accuracy > 0.8).all()
+    assert {p.name for p in rep['files']} >= {'table.csv', 'paper.csv', 'by_source.png', 'training_curves.png'}
+    assert rep['paper'].paper_label.tolist() == ['Gold', '7B']
+
+
+def test_no_secret_in_any_output(resumed):
+    out, *_ = resumed
+    build_report(out)
+    assert_no_secret(out)
+    rec = json.loads(next(p for p in (out/'results').glob('*.json')).read_text())
+    assert 'LABELNB_API_KEY' in rec['env_keys'] and 'OPENAI_API_KEY' in rec['env_keys']  # the runs saw the key, by name only
+    nb = json.loads(next((out/'notebooks').glob('*.ipynb')).read_text())
+    assert set(nb['metadata']['papermill']['parameters']) == set(Experiment.names()) | {'out', 'cache'}
+
+
+def test_secrets_are_not_parameters(monkeypatch):
+    with pytest.raises(ValueError, match='look like secrets'): expand_grid({'base': {'openai_api_key': 'x'}, 'grid': {'seed': [0]}})
+    with pytest.raises(ValueError, match='look like secrets'): run_sweep({'hf_token': ['x']}, '/nonexistent', progress=False)
+    monkeypatch.setenv('LABELNB_API_KEY', KEY)
+    with pytest.raises(ValueError, match='is a secret'): expand_grid({'encoder': [KEY]})
+
+
+def test_ray_executor(tmp_path, resumed, tiny_runs, monkeypatch):
+    "The same grid as Ray tasks on a local Ray instance: every run ran, the report has all four, same predictions as papermill."
+    for k, v in ENV.items(): monkeypatch.setenv(k, v)
+    _, ids = tiny_runs
+    out = tmp_path/'ray'
+    status = run_sweep(GRID, out, executor='ray', progress=False)
+    assert status.status.tolist() == ['ran'] * 4, status.error.tolist()
+    assert sorted(finished(out)) == sorted(ids)
+    assert all((out/'notebooks'/f'{r}.ipynb').exists() for r in ids)
+    runs = collect(out)
+    assert sorted(runs.run_id) == sorted(ids) and table(runs).n_runs.tolist() == [2, 2]
+    local = collect(resumed[0]).set_index('run_id')
+    for _, r in runs.iterrows():   # same settings, same seed, one thread: the Ray task trained the same student
+        a, b = pd.read_parquet(r.predictions_file), pd.read_parquet(local.loc[r.run_id, 'predictions_file'])
+        np.testing.assert_allclose(a.filter(like='prob_').to_numpy(), b.filter(like='prob_').to_numpy(), atol=1e-4)
+    # resuming on Ray skips what is done
+    assert run_sweep(GRID, out, executor='ray', progress=False).status.tolist() == ['done'] * 4
+    assert_no_secret(out)
+
+
+def test_failures_pool_and_retry(tmp_path):
+    "A failing point is recorded with its notebook and does not stop the others; retried or skipped on the next call."
+    good = Experiment(dataset='sst2', n_train=16, n_test=16, num_threads=1)
+    bad = Experiment(dataset='sst2', n_train=10**6, n_test=16, num_threads=1)
+    st = run_sweep([bad, good], tmp_path, workers=2, progress=False)
+    assert st.status.tolist() == ['failed', 'ran']
+    fail = json.loads((tmp_path/'results'/f'{run_id(bad)}.failed.json').read_text())
+    assert 'exceed the 67349 rows' in fail['error'] and 'sample(exp)' in fail['traceback']
+    assert (tmp_path/fail['notebook']).exists()
+    assert run_sweep([bad, good], tmp_path, retry_failed=False, progress=False).status.tolist() == ['skipped', 'done']
+    again = run_sweep([bad, good], tmp_path, progress=False)
+    assert again.status.tolist() == ['failed', 'done'] and 'exceed' in again.error[0]
+    rep = build_report(tmp_path)
+    assert rep['failures'].run_id.tolist() == [run_id(bad)] and len(rep['runs']) == 1
+
+
+def test_cli_status_and_report(resumed, tmp_path, capsys):
+    out, *_ = resumed
+    ap = argparse.ArgumentParser(prog='labelnb'); sub = ap.add_subparsers(dest='cmd', required=True); add_cli(sub)
+    a = ap.parse_args(['sweep', str(GRID), '--out', str(out), '--status'])
+    st = a.func(a)
+    assert st.state.tolist() == ['done'] * 4
+    a = ap.parse_args(['report', str(out), '--dest', str(tmp_path/'rep')])
+    a.func(a)
+    printed = capsys.readouterr().out
+    assert 'llm:llama2-70b' in printed and (tmp_path/'rep'/'table.csv').exists()
+    for cmd in ('sweep', 'report'):   # --help explains every option
+        assert all(act.help for act in sub.choices[cmd]._actions), cmd
+
+
+def test_replication_grid_is_runnable():
+    "Every point of replication.yaml passes the checks and its sample fits its dataset."
+    exps = expand_grid(ROOT/'nbs'/'experiments'/'replication.yaml')
+    assert len(exps) == len({run_id(e) for e in exps}) > 50
+    assert {e.mitigation for e in exps} == {'none', 'entropy', 'ensemble', 'soft'} and {e.seed for e in exps} == {0, 1, 2}
+    seen = set()
+    for e in exps:
+        key = (e.dataset, e.n_train, e.source == 'annotator')
+        if key in seen: continue
+        seen.add(key)
+        tr, pool, te = sample(e)
+        assert len(tr) == e.n_train and len(te) == e.n_test and not set(tr.row) & set(pool.row)
+
+
+def test_annotator_mitigations_share_the_cache(tmp_path):
+    "The in-process annotator on 12 SST-2 sentences: entropy filter and a 2-prompt ensemble, on cached annotations."
+    base = dict(dataset='sst2', source='annotator', n_train=12, n_test=8, n_demo_pool=8, n_shots=2, calibrate=False)
+    cache = tmp_path/'ann.sqlite'
+    plain = Experiment(**base)
+    tr, pool, _ = sample(plain)
+    y0, i0 = training_labels(plain, tr, pool, cache)
+    ann = annotator_labels(plain, tr.text, pool, 0, cache)          # from the cache now
+    assert (ann.label.to_numpy() == y0).all() and i0['annotation_calls'] == 12 and i0['gold_spent'] == 0
+    ent = Experiment(**base, mitigation='entropy', setting=0.25)
+    y1, i1 = training_labels(ent, tr, pool, cache)
+    top = np.argsort(-ann.entropy.to_numpy(), kind='stable')[:3]
+    assert i1['gold_spent'] == 3 and (y1[top] == tr.label.to_numpy()[top]).all()
+    assert (np.delete(y1, top) == np.delete(y0, top)).all() and i1['label_accuracy'] >= i0['label_accuracy']
+    ens = Experiment(**base, mitigation='ensemble', setting=2)
+    second = annotator_labels(ens, tr.text, pool, 1, cache).label.to_numpy()
+    disagree = second != y0
+    if len(np.unique(np.where(disagree, tr.label, y0))) < 2:   # flip-to-gold left one class: a clear error, not a silent run
+        with pytest.raises(ValueError, match='at least two'): training_labels(ens, tr, pool, cache)
+        return
+    y2, i2 = training_labels(ens, tr, pool, cache)
+    assert i2['annotation_calls'] == 24 and i2['gold_spent'] == disagree.sum()
+    assert (y2[disagree] == tr.label.to_numpy()[disagree]).all() and (y2[~disagree] == y0[~disagree]).all()
