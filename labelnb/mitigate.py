@@ -14,12 +14,13 @@ import torch, torch.nn.functional as F
 import krippendorff
 from scipy.stats import entropy as _sp_entropy
 from .data import stratified_order
+from .train import TrainConfig, finetune, forward_loss
 
 # %% auto #0
 __all__ = ['RULES', 'Cost', 'label_report', 'report_row', 'entropy', 'entropy_filter', 'entropy_threshold_filter',
            'entropy_sweep', 'confidence_to_probs', 'synthetic_annotator', 'stack_sources', 'consistency_ensemble',
            'ensemble_table', 'soft_labels', 'small_gold_sample', 'estimate_confusion', 'noisy_labels', 'correct_labels',
-           'forward_loss', 'gold_set_correction', 'gold_only', 'confident_learning', 'tfidf_oof_probs']
+           'gold_set_correction', 'gold_only', 'confident_learning', 'student_oof_probs', 'tfidf_oof_probs']
 
 # %% ../nbs/05_mitigate.ipynb #b7a69bf5
 @dataclass
@@ -429,20 +430,6 @@ def correct_labels(llm_labels, # the LLM's class ids (-1 = abstention)
     out = post[np.maximum(y, 0)]; out[y < 0] = np.nan
     return out
 
-# %% ../nbs/05_mitigate.ipynb #cbf8b98e
-def forward_loss(logits:torch.Tensor, # [b, K] student logits for the clean label
-                 targets:torch.Tensor, # [b] LLM class ids (-1 ignored) or [b, K] soft LLM targets
-                 T, # [K, K] row-stochastic T[true, llm] (array or tensor)
-                 reduction:str='mean', # 'mean', 'sum' or 'none'
-                ) -> torch.Tensor:
-    "Forward-corrected NLL: the LLM label's likelihood under softmax(logits) @ T."
-    T = torch.as_tensor(T, dtype=logits.dtype, device=logits.device)
-    if T.shape != (logits.shape[-1],)*2: raise ValueError(f"T must be [K, K] with K={logits.shape[-1]}; got {tuple(T.shape)}")
-    logp = torch.log((torch.softmax(logits, -1) @ T).clamp_min(1e-12))
-    if targets.ndim == 1: return F.nll_loss(logp, targets.long(), ignore_index=-1, reduction=reduction)
-    loss = -(targets*logp).sum(-1)
-    return loss.mean() if reduction == 'mean' else loss.sum() if reduction == 'sum' else loss
-
 # %% ../nbs/05_mitigate.ipynb #7ee8145d
 def gold_set_correction(llm_labels, # the LLM's class ids for the pool (-1 = abstention)
                         gold, # gold class ids for the pool (only the sampled `k` are used for the correction)
@@ -509,6 +496,30 @@ def confident_learning(labels, # the labels to clean: class ids (-1 = abstention
     r['gold_spent'] = 0; r['cost'] = Cost(r['kept'], 0, len(y), float(train_seconds))
     r['cleanlab_version'] = __import__('cleanlab').__version__
     return out, r
+
+# %% ../nbs/05_mitigate.ipynb #7cf6da94
+def student_oof_probs(texts:list[str], # training texts
+                      labels, # class ids to learn (-1 = abstention: not trained on, still predicted)
+                      label_names:list[str], # class names, index = class id
+                      config:TrainConfig|None=None, # the student's settings (its `seed` also seeds the folds)
+                      folds:int=3, # cross-validation folds
+                      progress:bool=False, # progress bar over folds
+                     ) -> tuple[np.ndarray, float]:
+    "Cross-validated out-of-sample probabilities of the fine-tuned student, and the seconds it took."
+    from sklearn.model_selection import StratifiedKFold
+    from tqdm.auto import tqdm
+    K, cfg = len(label_names), config or TrainConfig()
+    y = _ids(labels, 'labels', K)
+    if len(texts) != len(y): raise ValueError(f"texts has {len(texts)} items but labels has {len(y)}")
+    if folds < 2: raise ValueError(f"folds must be >= 2; got {folds}")
+    t0, P = time.perf_counter(), np.full((len(y), K), np.nan, np.float32)
+    strata = np.where(y >= 0, y, K)   # abstentions spread over the folds too
+    for tr, te in tqdm(list(StratifiedKFold(folds, shuffle=True, random_state=cfg.seed).split(texts, strata)), desc='folds', disable=not progress):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            r = finetune([texts[j] for j in tr], y[tr], [texts[j] for j in te], label_names, cfg, progress=False)
+        P[te] = r.test_probs
+    return P, time.perf_counter() - t0
 
 # %% ../nbs/05_mitigate.ipynb #e55047bb
 def tfidf_oof_probs(texts:list[str], # training texts

@@ -21,24 +21,28 @@ from .data import get_spec, load, load_split, stratified_order, labels_of
 from .annotate import annotate, LocalLLM, default_llm
 from .train import TrainConfig, finetune
 from .metrics import classification_metrics
-from .mitigate import entropy_filter, consistency_ensemble, soft_labels
+from .analysis import random_noise_like
+from .mitigate import (entropy_filter, consistency_ensemble, soft_labels, confident_learning, student_oof_probs,
+                              gold_set_correction, gold_only, small_gold_sample, estimate_confusion)
 
 # %% auto #0
-__all__ = ['MITIGATIONS', 'SECRET_NAME', 'Experiment', 'check_experiment', 'run_id', 'sample', 'annotator_labels',
-           'training_labels', 'secret_values', 'redact', 'write_atomic', 'save_run', 'git_commit', 'versions',
-           'run_experiment', 'load_grid', 'expand_grid', 'IPCKernelManager', 'default_notebook', 'execute_run',
-           'sweep_status', 'run_sweep', 'add_sweep_cli']
+__all__ = ['MITIGATIONS', 'NEEDS_DISTRIBUTIONS', 'SECRET_NAME', 'Experiment', 'check_experiment', 'run_id', 'sample',
+           'annotator_labels', 'train_config', 'oof_probs', 'training_labels', 'secret_values', 'redact',
+           'write_atomic', 'save_run', 'git_commit', 'versions', 'run_experiment', 'load_grid', 'expand_grid',
+           'IPCKernelManager', 'default_notebook', 'execute_run', 'sweep_status', 'run_sweep', 'add_sweep_cli']
 
 # %% ../nbs/06_sweep.ipynb #63794c92
-MITIGATIONS = {'none': 0.0, 'entropy': 0.05, 'ensemble': 5.0, 'soft': 1.0}  # each mitigation's default setting
+MITIGATIONS = {'none': 0.0, 'entropy': 0.05, 'ensemble': 5.0, 'soft': 1.0,           # each mitigation's default setting
+               'cleanlab': 3.0, 'relabel': 100.0, 'forward': 100.0, 'goldonly': 100.0, 'random_rate': 0.0, 'random_confusion': 0.0}
+NEEDS_DISTRIBUTIONS = ('entropy', 'ensemble', 'soft')  # these need the annotator's label distributions
 
 @dataclass
 class Experiment:
     "One grid point: every setting that changes a run's result. The defaults make a tiny run."
     dataset:str='imdb' # registered dataset (`labelnb.data`), e.g. imdb, toxic, sst2, toxic_jigsaw, manifestos:morality
     source:str='gold' # label source: 'gold', 'llm:<name>' (a real LLM's labels) or 'annotator' (labelnb's in-process LLM)
-    mitigation:str='none' # 'none', 'entropy' (gold for the top-alpha entropy), 'ensemble' (gold where k prompts disagree), 'soft'
-    setting:float=0.0 # the mitigation's knob: entropy alpha, ensemble k, soft temperature; 0 = its default (0.05, 5, 1.0)
+    mitigation:str='none' # what to do to the labels: one of `MITIGATIONS` (see above)
+    setting:float=0.0 # its knob (entropy alpha, ensemble k, soft temperature, cleanlab folds, gold k); 0 = its default
     seed:int=0 # fine-tuning seed: head initialisation, data order, validation split
     sample_seed:int=0 # training sample and demonstration draw, fixed across `seed`s
     n_train:int=48 # training examples (the paper: up to 5,000)
@@ -53,6 +57,7 @@ class Experiment:
     n_shots:int=3 # demonstrations per annotator prompt (the paper: 3)
     n_demo_pool:int=32 # training texts set aside to draw demonstrations from (never trained on)
     calibrate:bool=True # contextual calibration of the annotator's distributions (the paper: none; the bundled SmolLM2 needs it)
+    bf16:bool=False # bfloat16 autocast while fine-tuning (1.5x faster on a CPU with bf16 support, same macro-F1 in bench/)
 
     def __post_init__(self):
         for f in fields(self):  # YAML and the command line give 5 for 5.0, '1' for 1: store one canonical type
@@ -64,15 +69,19 @@ class Experiment:
             raise ValueError(f"mitigation: {self.mitigation!r} unknown; choose one of {list(MITIGATIONS)}")
         if not (self.source in ('gold', 'annotator') or (self.source.startswith('llm:') and len(self.source) > 4)):
             raise ValueError(f"source: {self.source!r} is not 'gold', 'annotator' or 'llm:<name>'")
-        if self.mitigation != 'none' and self.source != 'annotator':
+        if self.mitigation in NEEDS_DISTRIBUTIONS and self.source != 'annotator':
             raise ValueError(f"mitigation: {self.mitigation!r} works on the annotator's label distributions; "
                              f"use source='annotator' (got source={self.source!r})")
+        if self.mitigation != 'none' and self.source == 'gold':
+            raise ValueError(f"mitigation: {self.mitigation!r} needs LLM labels to work on; got source='gold'")
         if self.setting == 0: self.setting = MITIGATIONS[self.mitigation]
         if self.mitigation == 'none': self.setting = 0.0
         if self.mitigation == 'entropy' and not 0 < self.setting <= 1: raise ValueError(f"setting: entropy alpha must be in (0, 1], got {self.setting}")
         if self.mitigation == 'ensemble' and (self.setting < 2 or self.setting != int(self.setting)):
             raise ValueError(f"setting: ensemble k must be a whole number >= 2, got {self.setting}")
         if self.mitigation == 'soft' and self.setting <= 0: raise ValueError(f"setting: soft temperature must be > 0, got {self.setting}")
+        if self.mitigation in ('cleanlab', 'relabel', 'forward', 'goldonly') and (self.setting < 2 or self.setting != int(self.setting)):
+            raise ValueError(f"setting: {self.mitigation} needs a whole number >= 2 (folds or gold labels), got {self.setting}")
         for name in ('n_train', 'n_test', 'epochs', 'batch_size', 'max_length'):
             if getattr(self, name) < 1: raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
 
@@ -146,15 +155,42 @@ def annotator_labels(exp:Experiment, # settings (dataset, llm, n_shots, calibrat
     return annotate(list(texts), spec.labels, spec.descriptions, spec.task, demos=list(zip(pool.text, pool.label)),
                     llm=_annotator(exp.llm), n_shots=exp.n_shots, seed=demo_seed, calibrate=exp.calibrate, cache=cache, progress=progress)
 
+def train_config(exp:Experiment, seed:int|None=None) -> TrainConfig:
+    "The student's `TrainConfig` for `exp` (with another `seed` if given)."
+    return TrainConfig(model=exp.encoder, epochs=exp.epochs, batch_size=exp.batch_size, lr=exp.lr, max_length=exp.max_length,
+                       seed=exp.seed if seed is None else seed, num_threads=exp.num_threads or None, bf16=exp.bf16)
+
+def oof_probs(exp:Experiment, # settings (the student's, and `setting` = folds)
+              texts:list[str], y, # training texts and the labels to cross-validate
+              oof_dir:str|Path|None=None, # where to keep them: they depend on the labels and sample, not on `seed`
+             ) -> tuple[np.ndarray, float]:
+    "The student's out-of-sample probabilities for confident learning, computed once per sample and reused across seeds."
+    key = {k: v for k, v in asdict(exp).items() if k not in ('seed', 'num_threads')}
+    path = None if oof_dir is None else Path(oof_dir)/(hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16] + '.npz')
+    if path is not None and path.exists():
+        z = np.load(path); return z['probs'], float(z['seconds'])
+    P, secs = student_oof_probs(list(texts), y, get_spec(exp.dataset).labels, train_config(exp, exp.sample_seed), folds=int(exp.setting))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True); tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+        np.savez(tmp, probs=P, seconds=secs); os.replace(tmp, path)
+    return P, secs
+
+def _random_like(y, gold, K, seed, mode):
+    "The LLM's errors moved to random items (abstentions stay where they are)."
+    out, m = y.copy(), y >= 0
+    out[m] = random_noise_like(gold[m], y[m], K, seed=seed, mode=mode)
+    return out
+
 def training_labels(exp:Experiment, # settings
                     train:pd.DataFrame, # training sample: `text`, gold `label`, `llm:<name>` columns
                     pool:pd.DataFrame, # demonstration pool (for the annotator)
                     cache:str|Path|None=None, # SQLite annotation cache
                     progress:bool=False,
+                    oof_dir:str|Path|None=None, # cache for confident learning's out-of-sample probabilities
                    ) -> tuple[np.ndarray, dict]:
     "Labels to train on (class ids, -1 = dropped, or [n, K] distributions) and a report: accuracy vs gold, kept, gold and LLM calls spent."
     gold, K = train.label.to_numpy(), get_spec(exp.dataset).num_labels
-    probs, caught = None, []
+    probs, caught, m, k = None, [], exp.mitigation, int(exp.setting)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         if exp.source == 'gold': y, info = gold.copy(), dict(gold_spent=len(gold), annotation_calls=0)
@@ -164,18 +200,31 @@ def training_labels(exp:Experiment, # settings
             y, probs = ann.label.to_numpy(), np.stack(ann.probs.to_numpy())
             info = dict(gold_spent=0, annotation_calls=len(y), annotator=ann.model.iloc[0],
                         annotator_accuracy=float((y == gold).mean()))
-        if exp.mitigation == 'entropy': y, r = entropy_filter(y, probs, gold, alpha=exp.setting)
-        elif exp.mitigation == 'ensemble':
+        r = {}
+        if m == 'entropy': y, r = entropy_filter(y, probs, gold, alpha=exp.setting)
+        elif m == 'ensemble':
             M = [y] + [annotator_labels(exp, train.text, pool, exp.sample_seed + j, cache, progress).label.to_numpy()
-                       for j in range(1, int(exp.setting))]
+                       for j in range(1, k)]
             y, r = consistency_ensemble(np.stack(M), gold, 'flip_to_gold', K=K)
-        elif exp.mitigation == 'soft': y, r = soft_labels(probs, gold, temperature=exp.setting)
-        if exp.mitigation != 'none': info.update(gold_spent=r.get('gold_spent', 0), annotation_calls=r['cost'].annotation_calls)
+        elif m == 'soft': y, r = soft_labels(probs, gold, temperature=exp.setting)
+        elif m == 'cleanlab':
+            P, secs = oof_probs(exp, train.text, y, oof_dir)
+            y, r = confident_learning(y, P, gold, action='drop', train_seconds=secs)
+            info.update(flagged=r['flagged'], flag_precision=r.get('flag_precision'), errors_found=r.get('errors_found'), oof_seconds=secs)
+        elif m == 'relabel': y, r = gold_set_correction(y, gold, K, k=k, seed=exp.sample_seed, output='soft')
+        elif m == 'forward':
+            idx = small_gold_sample(gold, k, exp.sample_seed)
+            T = estimate_confusion(gold[idx], y[idx], K)
+            info.update(transition=T.tolist(), gold_spent=k)
+        elif m == 'goldonly': y, r = gold_only(gold, K, k=k, seed=exp.sample_seed)
+        elif m in ('random_rate', 'random_confusion'): y = _random_like(y, gold, K, exp.sample_seed, m.split('_')[1])
+        if r: info.update(gold_spent=r.get('gold_spent', 0), annotation_calls=r['cost'].annotation_calls)
     hard = y if y.ndim == 1 else np.where(np.isnan(y).all(1), -1, np.nan_to_num(y).argmax(1))
     kept = hard >= 0
     info.update(n=len(hard), kept=int(kept.sum()), label_accuracy=float((hard[kept] == gold[kept]).mean()) if kept.any() else float('nan'),
                 warnings=[str(w.message) for w in caught])
     return y, info
+
 
 # %% ../nbs/06_sweep.ipynb #99be5d09
 SECRET_NAME = re.compile(r'(^|_)(api_?key|apikey|key|secret|token|passw(or)?d|credentials?|auth)(_|$)', re.I)  # OPENAI_API_KEY, HF_TOKEN, db_password
@@ -251,14 +300,14 @@ def run_experiment(exp:Experiment|None=None, # settings; None = built from `para
     train, pool, test = sample(exp)
     times['load_s'] = time.perf_counter() - t0
     t = time.perf_counter()
-    y, label_info = training_labels(exp, train, pool, cache or Path(out)/'annotations.sqlite', progress)
+    y, label_info = training_labels(exp, train, pool, cache or Path(out)/'annotations.sqlite', progress, Path(out)/'oof')
     times['labels_s'] = time.perf_counter() - t
-    cfg = TrainConfig(model=exp.encoder, epochs=exp.epochs, batch_size=exp.batch_size, lr=exp.lr, max_length=exp.max_length,
-                      seed=exp.seed, num_threads=exp.num_threads or None)
+    cfg, T, warns = train_config(exp), label_info.pop('transition', None), label_info.pop('warnings')
     t = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        r = finetune(list(train.text), y, list(test.text), spec.labels, config=cfg, test_labels=test.label.to_numpy(), progress=progress)
+        r = finetune(list(train.text), y, list(test.text), spec.labels, config=cfg, test_labels=test.label.to_numpy(), progress=progress,
+                     transition=T)
     times.update(finetune_s=time.perf_counter() - t, train_s=r.train_seconds, eval_s=r.eval_seconds)
     m = classification_metrics(test.label.to_numpy(), r.test_pred, spec.labels)
     preds = pd.DataFrame({'row': test.row.to_numpy(), 'gold': test.label.to_numpy(), 'pred': r.test_pred,
@@ -267,10 +316,10 @@ def run_experiment(exp:Experiment|None=None, # settings; None = built from `para
     record = dict(run_id=rid, params=asdict(exp), label_names=spec.labels,
                   metrics=dict(accuracy=m['accuracy'], macro_f1=m['macro_f1'], per_class_f1=m['per_class_f1'],
                                confusion=m['confusion'], n_test=m['n']),
-                  labels=label_info, train={k: v for k, v in r.summary().items() if k not in ('test_accuracy', 'test_macro_f1')},
+                  labels=label_info if T is None else {**label_info, 'transition': T}, train={k: v for k, v in r.summary().items() if k not in ('test_accuracy', 'test_macro_f1')},
                   curve=r.curve.to_dict(orient='list'), timings=times, versions=versions(),
                   env_keys=sorted(k for k in os.environ if SECRET_NAME.search(k)),
-                  warnings=label_info.pop('warnings') + [str(w.message) for w in caught],
+                  warnings=warns + [str(w.message) for w in caught],
                   finished=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     save_run(out, record, preds)
     return record

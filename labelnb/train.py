@@ -22,8 +22,8 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
 from transformers.utils import logging as hf_logging
 
 # %% auto #0
-__all__ = ['default_model', 'TrainConfig', 'prepare_targets', 'split_validation', 'length_batches', 'encode', 'predict_proba',
-           'load_model', 'TrainResult', 'finetune']
+__all__ = ['default_model', 'TrainConfig', 'prepare_targets', 'check_transition', 'forward_loss', 'split_validation',
+           'length_batches', 'encode', 'predict_proba', 'load_model', 'TrainResult', 'finetune']
 
 # %% ../nbs/02_train.ipynb #44b3967b
 def default_model() -> str:
@@ -84,6 +84,30 @@ def prepare_targets(labels, # class ids (-1 = abstention), or an [n, K] array of
         if bad.size: raise ValueError(f"{name} rows {bad[:10].tolist()} are not probability distributions (negative or not summing to 1)")
         return np.where(keep[:, None], np.nan_to_num(a) / sums[:, None], 0).astype(np.float32), keep
     raise ValueError(f"{name} must be 1-D class ids or a 2-D [n, K] probability array; got shape {a.shape}")
+
+# %% ../nbs/02_train.ipynb #d2e9096f
+def check_transition(T, # [K, K] row-stochastic matrix T[true, noisy]
+                     K:int, # number of classes
+                    ) -> np.ndarray:
+    "`T` as a float array, or a ValueError saying what is wrong with it."
+    a = np.asarray(T, float)
+    if a.shape != (K, K): raise ValueError(f"transition must be a [{K}, {K}] matrix; got shape {a.shape}")
+    if not np.isfinite(a).all() or (a < 0).any() or not np.allclose(a.sum(1), 1, atol=1e-4):
+        raise ValueError(f"transition must be row-stochastic (non-negative rows summing to 1); got {a.round(4).tolist()}")
+    return a
+
+def forward_loss(logits:torch.Tensor, # [b, K] student logits for the clean label
+                 targets:torch.Tensor, # [b] noisy class ids (-1 ignored) or [b, K] soft noisy targets
+                 T, # [K, K] row-stochastic T[true, noisy] (array or tensor)
+                 reduction:str='mean', # 'mean', 'sum' or 'none'
+                ) -> torch.Tensor:
+    "Forward-corrected NLL: the noisy label's likelihood under softmax(logits) @ T."
+    T = torch.as_tensor(T, dtype=logits.dtype, device=logits.device)
+    if T.shape != (logits.shape[-1],)*2: raise ValueError(f"T must be [K, K] with K={logits.shape[-1]}; got {tuple(T.shape)}")
+    logp = torch.log((torch.softmax(logits, -1) @ T).clamp_min(1e-12))
+    if targets.ndim == 1: return F.nll_loss(logp, targets.long(), ignore_index=-1, reduction=reduction)
+    loss = -(targets*logp).sum(-1)
+    return loss.mean() if reduction == 'mean' else loss.sum() if reduction == 'sum' else loss
 
 # %% ../nbs/02_train.ipynb #818cbd11
 def split_validation(y:np.ndarray, # hard class ids of the training pool
@@ -236,6 +260,7 @@ def finetune(train_texts:list[str], # training texts
              test_labels=None, # gold class ids for `test_texts`, to report test accuracy and macro-F1
              gold_labels=None, # gold class ids of the training pool: score the held-out slice on gold instead
              weights=None, # optional per-example loss weights for the training pool
+             transition=None, # [K, K] T[true, noisy]: train with the forward-corrected loss (see `forward_loss`); None = plain
              progress:bool=True, # show a progress bar over steps
             ) -> TrainResult:
     "Fine-tune an encoder classifier on `train_labels`; return test probabilities, predictions and the validation curve."
@@ -249,6 +274,7 @@ def finetune(train_texts:list[str], # training texts
     w = np.ones(len(train_texts), np.float32) if weights is None else np.asarray(weights, np.float32)
     if w.shape != (len(train_texts),) or (w < 0).any() or not np.isfinite(w).all():
         raise ValueError(f"weights must be {len(train_texts)} non-negative finite numbers; got shape {w.shape}")
+    if transition is not None: transition = torch.from_numpy(check_transition(transition, K).astype(np.float32))
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.eval_batch_size < 1 or (cfg.eval_every is not None and cfg.eval_every < 1):
         raise ValueError(f"epochs, batch_size, eval_batch_size and eval_every must be positive; got {cfg.epochs}, {cfg.batch_size}, {cfg.eval_batch_size}, {cfg.eval_every}")
     if test_labels is not None:
@@ -284,9 +310,9 @@ def finetune(train_texts:list[str], # training texts
     if len(present) < 2: raise ValueError(f"training labels contain only class {present.tolist()}; at least 2 classes are needed")
 
     with _torch_threads(cfg.num_threads):
-        return _train(cfg, label_names, train_texts, targets, w, tr, val_texts, val_y, val_source, n_dropped, test_texts, test_labels, progress)
+        return _train(cfg, label_names, train_texts, targets, w, tr, val_texts, val_y, val_source, n_dropped, test_texts, test_labels, progress, transition)
 
-def _train(cfg, label_names, train_texts, targets, w, tr, val_texts, val_y, val_source, n_dropped, test_texts, test_labels, progress) -> TrainResult:
+def _train(cfg, label_names, train_texts, targets, w, tr, val_texts, val_y, val_source, n_dropped, test_texts, test_labels, progress, transition) -> TrainResult:
     "The training loop of `finetune`, on checked inputs."
     K = len(label_names)
     tok, model = load_model(cfg.model, label_names, cfg.seed)
@@ -314,7 +340,9 @@ def _train(cfg, label_names, train_texts, targets, w, tr, val_texts, val_y, val_
             model.train()
             with torch.autocast('cpu', dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = model(**_collate([ids[j] for j in b], pad_id)).logits
-            loss = (F.cross_entropy(logits.float(), T[b], reduction='none') * W[b]).mean()
+            per = (F.cross_entropy(logits.float(), T[b], reduction='none') if transition is None
+                   else forward_loss(logits.float(), T[b], transition, reduction='none'))
+            loss = (per * W[b]).mean()
             loss.backward()
             if cfg.max_grad_norm: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step(); sched.step(); opt.zero_grad(set_to_none=True)

@@ -6,9 +6,10 @@ import numpy as np, pandas as pd, pytest, torch
 from sklearn.metrics import confusion_matrix
 
 from labelnb.data import load, load_split, labels_of, get_spec
+from labelnb.train import forward_loss
 from labelnb.mitigate import (Cost, label_report, entropy, entropy_filter, entropy_threshold_filter, entropy_sweep,
                               confidence_to_probs, stack_sources, consistency_ensemble, ensemble_table, soft_labels,
-                              small_gold_sample, estimate_confusion, noisy_labels, correct_labels, forward_loss,
+                              small_gold_sample, estimate_confusion, noisy_labels, correct_labels,
                               gold_set_correction, gold_only, confident_learning, tfidf_oof_probs, RULES)
 
 DATA = Path(__file__).parents[1].parent/'shared'/'data'
