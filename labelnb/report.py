@@ -31,7 +31,8 @@ def results_dir(out:str|Path) -> Path:
 
 def label_name(source:str, mitigation:str='none', setting:float=0.0) -> str:
     "How a label source reads in tables: 'llm:qwen', 'annotator + entropy 0.05'."
-    return source if mitigation in (None, 'none') else f"{source} + {mitigation} {setting:g}"
+    if mitigation in (None, 'none'): return source
+    return f"{source} + {mitigation}" + (f" {setting:g}" if setting else '')
 
 RUN_COLS = ['run_id', 'label', *Experiment.names(), 'accuracy', 'macro_f1', 'label_accuracy', 'kept', 'gold_spent', 'annotation_calls',
             'best_val_macro_f1', 'train_seconds', 'total_seconds', 'labelnb', 'git_commit', 'finished', 'results_file', 'predictions_file']

@@ -28,8 +28,9 @@ from .mitigate import (entropy_filter, consistency_ensemble, soft_labels, confid
 # %% auto #0
 __all__ = ['MITIGATIONS', 'NEEDS_DISTRIBUTIONS', 'SECRET_NAME', 'Experiment', 'check_experiment', 'run_id', 'sample',
            'annotator_labels', 'train_config', 'oof_probs', 'training_labels', 'secret_values', 'redact',
-           'write_atomic', 'save_run', 'git_commit', 'versions', 'run_experiment', 'load_grid', 'expand_grid',
-           'IPCKernelManager', 'default_notebook', 'execute_run', 'sweep_status', 'run_sweep', 'add_sweep_cli']
+           'write_atomic', 'save_run', 'git_commit', 'versions', 'balance_weights', 'run_experiment', 'load_grid',
+           'expand_grid', 'IPCKernelManager', 'default_notebook', 'execute_run', 'sweep_status', 'run_sweep',
+           'add_sweep_cli']
 
 # %% ../nbs/06_sweep.ipynb #63794c92
 MITIGATIONS = {'none': 0.0, 'entropy': 0.05, 'ensemble': 5.0, 'soft': 1.0,           # each mitigation's default setting
@@ -58,6 +59,7 @@ class Experiment:
     n_demo_pool:int=32 # training texts set aside to draw demonstrations from (never trained on)
     calibrate:bool=True # contextual calibration of the annotator's distributions (the paper: none; the bundled SmolLM2 needs it)
     bf16:bool=False # bfloat16 autocast while fine-tuning (1.5x faster on a CPU with bf16 support, same macro-F1 in bench/)
+    balance:bool=False # weight the loss by the inverse frequency of each training label's class (imbalanced tasks; the paper: no)
 
     def __post_init__(self):
         for f in fields(self):  # YAML and the command line give 5 for 5.0, '1' for 1: store one canonical type
@@ -119,7 +121,9 @@ def check_experiment(exp:Experiment) -> Experiment:
 def run_id(exp:Experiment) -> str:
     "Stable, file-name-safe id of `exp`: dataset, source, mitigation, size and seed, then a hash of every setting."
     mit = '' if exp.mitigation == 'none' else f"-{exp.mitigation}{exp.setting:g}"
-    h = hashlib.sha256(json.dumps(asdict(exp), sort_keys=True).encode()).hexdigest()[:8]
+    defaults = asdict(Experiment())
+    changed = {k: v for k, v in asdict(exp).items() if v != defaults[k]}  # a new setting left at its default keeps old ids valid
+    h = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
     return re.sub(r'[^A-Za-z0-9.=+-]+', '_', f"{exp.dataset}-{exp.source}{mit}-n{exp.n_train}-s{exp.seed}") + f"-{h}"
 
 # %% ../nbs/06_sweep.ipynb #330e5a78
@@ -287,6 +291,16 @@ def versions() -> dict:
                 transformers=transformers.__version__, sklearn=sklearn.__version__, host=socket.gethostname())
 
 # %% ../nbs/06_sweep.ipynb #16a3b788
+def balance_weights(y, # class ids (-1 = dropped) or [n, K] distributions
+                    K:int, # number of classes
+                   ) -> np.ndarray:
+    "Per-example loss weights n / (K * count of its class), sklearn's 'balanced' rule on the (argmax) training labels."
+    y = np.asarray(y)
+    hard = y if y.ndim == 1 else np.where(np.isnan(y).all(1), -1, np.nan_to_num(y).argmax(1))
+    counts = np.bincount(hard[hard >= 0], minlength=K).astype(float)
+    w = np.divide((hard >= 0).sum(), K*counts, out=np.zeros(K), where=counts > 0)
+    return np.where(hard >= 0, w[np.maximum(hard, 0)], 0.).astype(np.float32)
+
 def run_experiment(exp:Experiment|None=None, # settings; None = built from `params`
                    out:str|Path='runs/sweep', # sweep folder: writes results/<run-id>.json and .predictions.parquet
                    cache:str|Path|None=None, # annotation cache; None = out/annotations.sqlite
@@ -307,7 +321,7 @@ def run_experiment(exp:Experiment|None=None, # settings; None = built from `para
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         r = finetune(list(train.text), y, list(test.text), spec.labels, config=cfg, test_labels=test.label.to_numpy(), progress=progress,
-                     transition=T)
+                     transition=T, weights=balance_weights(y, len(spec.labels)) if exp.balance else None)
     times.update(finetune_s=time.perf_counter() - t, train_s=r.train_seconds, eval_s=r.eval_seconds)
     m = classification_metrics(test.label.to_numpy(), r.test_pred, spec.labels)
     preds = pd.DataFrame({'row': test.row.to_numpy(), 'gold': test.label.to_numpy(), 'pred': r.test_pred,

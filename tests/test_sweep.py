@@ -208,3 +208,24 @@ def test_annotator_mitigations_share_the_cache(tmp_path):
     y2, i2 = training_labels(ens, tr, pool, cache)
     assert i2['annotation_calls'] == 24 and i2['gold_spent'] == disagree.sum()
     assert (y2[disagree] == tr.label.to_numpy()[disagree]).all() and (y2[~disagree] == y0[~disagree]).all()
+
+
+def test_llm_mitigations_and_noise_controls(tmp_path):
+    "Confident learning reuses its out-of-fold probabilities across seeds; forward correction reaches the loss; controls keep the error count."
+    from labelnb.sweep import run_experiment
+    base = dict(dataset='toxic_jigsaw', source='llm:qwen2.5-7b', n_train=60, n_test=24, max_length=24, epochs=1, num_threads=1)
+    tr = sample(Experiment(**base))[0]
+    y_llm, gold = tr['llm:qwen2.5-7b'].to_numpy(), tr.label.to_numpy()
+    r0 = run_experiment(Experiment(**base, mitigation='cleanlab', setting=2, seed=0), out=tmp_path)
+    r1 = run_experiment(Experiment(**base, mitigation='cleanlab', setting=2, seed=1), out=tmp_path)
+    assert len(list((tmp_path/'oof').glob('*.npz'))) == 1                 # computed once for both seeds
+    assert r0['labels']['oof_seconds'] == r1['labels']['oof_seconds'] > 0
+    assert r0['labels']['kept'] == 60 - r0['labels']['flagged'] < 60
+    fw = run_experiment(Experiment(**base, mitigation='forward', setting=20), out=tmp_path)
+    T = np.array(fw['labels']['transition'])
+    assert T.shape == (2, 2) and np.allclose(T.sum(1), 1) and fw['labels']['gold_spent'] == 20
+    for mode in ('rate', 'confusion'):
+        y, info = training_labels(Experiment(**base, mitigation=f'random_{mode}'), tr, None)
+        assert (y != gold).sum() == (y_llm != gold).sum() and (y != y_llm).any()
+        if mode == 'confusion': assert np.array_equal(np.bincount(y[y >= 0], minlength=2), np.bincount(y_llm[y_llm >= 0], minlength=2))
+    with pytest.raises(ValueError, match='needs LLM labels'): Experiment(dataset='imdb', mitigation='forward')
