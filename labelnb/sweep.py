@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 import labelnb
 from .data import get_spec, load, load_split, stratified_order, labels_of
-from .annotate import annotate, LocalLLM, default_llm
+from .annotate import annotate, LocalLLM, ServerLLM, default_llm
 from .train import TrainConfig, finetune
 from .metrics import classification_metrics
 from .analysis import random_noise_like
@@ -54,7 +54,7 @@ class Experiment:
     batch_size:int=16 # training batch size (the paper: 16)
     lr:float=2e-5 # peak learning rate (the paper: 2e-5)
     num_threads:int=0 # torch CPU threads per run; 0 = torch's default
-    llm:str|None=None # annotator for source='annotator': hub name, folder or .gguf; None = bundled SmolLM2-135M-Instruct
+    llm:str|None=None # annotator for source='annotator': hub name, folder, .gguf, or 'URL#model' of an OpenAI-compatible server; None = bundled SmolLM2
     n_shots:int=3 # demonstrations per annotator prompt (the paper: 3)
     n_demo_pool:int=32 # training texts set aside to draw demonstrations from (never trained on)
     calibrate:bool=True # contextual calibration of the annotator's distributions (the paper: none; the bundled SmolLM2 needs it)
@@ -142,9 +142,14 @@ def sample(exp:Experiment) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 _LLMS = {}
 
 def _annotator(name:str|None):
-    "The annotator LLM, loaded once per process."
+    "The annotator LLM, loaded once per process: None = bundled, 'http(s)://host/v1#model' = a server, else a model name or path."
     if name is None: return default_llm()
-    if name not in _LLMS: _LLMS[name] = LocalLLM(name)
+    if name not in _LLMS:
+        if re.match(r'https?://', name):
+            url, _, model = name.partition('#')
+            if not model: raise ValueError(f"llm: a server annotator is 'URL#model', e.g. 'http://127.0.0.1:8000/v1#qwen2.5-7b'; got {name!r}")
+            _LLMS[name] = ServerLLM(url, model)   # its API key comes from OPENAI_API_KEY in the environment, never from the grid
+        else: _LLMS[name] = LocalLLM(name)
     return _LLMS[name]
 
 def annotator_labels(exp:Experiment, # settings (dataset, llm, n_shots, calibrate)
