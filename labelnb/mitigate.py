@@ -17,7 +17,7 @@ from .data import stratified_order
 from .train import TrainConfig, finetune, forward_loss
 
 # %% auto #0
-__all__ = ['RULES', 'Cost', 'label_report', 'report_row', 'entropy', 'entropy_filter', 'entropy_threshold_filter',
+__all__ = ['RULES', 'Cost', 'hard_labels', 'label_report', 'report_row', 'entropy', 'entropy_filter', 'entropy_threshold_filter',
            'entropy_sweep', 'confidence_to_probs', 'synthetic_annotator', 'stack_sources', 'consistency_ensemble',
            'ensemble_table', 'soft_labels', 'small_gold_sample', 'estimate_confusion', 'noisy_labels', 'correct_labels',
            'gold_set_correction', 'gold_only', 'confident_learning', 'student_oof_probs', 'tfidf_oof_probs']
@@ -66,6 +66,11 @@ def _shares(labels, K):
         return a[keep].mean(0) if keep.any() else np.zeros(K)
     a = a[a >= 0]
     return np.bincount(a, minlength=K)/max(len(a), 1)
+
+def hard_labels(labels) -> np.ndarray:
+    "Class ids from class ids or [n, K] distributions (argmax; an all-NaN row, a dropped item, is -1)."
+    y = np.asarray(labels)
+    return y if y.ndim == 1 else np.where(np.isnan(y).all(1), -1, np.nan_to_num(y).argmax(1))
 
 # %% ../nbs/05_mitigate.ipynb #5a230a63
 def label_report(labels, # the new label source: class ids (-1 = dropped) or [n, K] probabilities (NaN row = dropped)
@@ -353,7 +358,7 @@ def ensemble_table(df:pd.DataFrame, # a frame with gold `label` and `llm:<name>`
         warnings.simplefilter('ignore')
         for rule in rules:
             out, r = consistency_ensemble(M, g, rule, K=K)
-            hard = out if out.ndim == 1 else np.where(np.isnan(out).all(1), -1, np.nan_to_num(out).argmax(1))
+            hard = hard_labels(out)
             rows.append(dict(dataset=dataset, labels=f'ensemble:{rule}', agreement_rate=r['agreement_rate'],
                              krippendorff_alpha=r['krippendorff_alpha'], kept=r['kept'], gold_spent=r['gold_spent'],
                              annotation_calls=r['annotation_calls'], label_accuracy=r['label_accuracy'],
@@ -448,7 +453,7 @@ def gold_set_correction(llm_labels, # the LLM's class ids for the pool (-1 = abs
     T = estimate_confusion(g[idx], llm[idx], K, smoothing)
     prior = (np.bincount(g[idx], minlength=K) + smoothing)/(k + K*smoothing)
     out = correct_labels(llm, T, prior); out[idx] = np.eye(K)[g[idx]]
-    if output == 'hard': out = np.where(np.isnan(out).all(1), -1, np.nan_to_num(out).argmax(1))
+    if output == 'hard': out = hard_labels(out)
     r = dict(k=k, output=output, T=T.round(4), prior=prior.round(4), sample=idx)
     r.update(label_report(out, K, gold=g, before=llm, max_shift=max_shift))
     r['gold_spent'] = k; r['cost'] = Cost(r['kept'], k, len(llm))

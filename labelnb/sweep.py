@@ -23,7 +23,7 @@ from .train import TrainConfig, finetune
 from .metrics import classification_metrics
 from .analysis import random_noise_like
 from .mitigate import (entropy_filter, consistency_ensemble, soft_labels, confident_learning, student_oof_probs,
-                              gold_set_correction, gold_only, small_gold_sample, estimate_confusion)
+                              gold_set_correction, gold_only, small_gold_sample, estimate_confusion, hard_labels)
 
 # %% auto #0
 __all__ = ['MITIGATIONS', 'NEEDS_DISTRIBUTIONS', 'SECRET_NAME', 'Experiment', 'check_experiment', 'run_id', 'sample',
@@ -228,7 +228,7 @@ def training_labels(exp:Experiment, # settings
         elif m == 'goldonly': y, r = gold_only(gold, K, k=k, seed=exp.sample_seed)
         elif m in ('random_rate', 'random_confusion'): y = _random_like(y, gold, K, exp.sample_seed, m.split('_')[1])
         if r: info.update(gold_spent=r.get('gold_spent', 0), annotation_calls=r['cost'].annotation_calls)
-    hard = y if y.ndim == 1 else np.where(np.isnan(y).all(1), -1, np.nan_to_num(y).argmax(1))
+    hard = hard_labels(y)
     kept = hard >= 0
     info.update(n=len(hard), kept=int(kept.sum()), label_accuracy=float((hard[kept] == gold[kept]).mean()) if kept.any() else float('nan'),
                 warnings=[str(w.message) for w in caught])
@@ -300,8 +300,7 @@ def balance_weights(y, # class ids (-1 = dropped) or [n, K] distributions
                     K:int, # number of classes
                    ) -> np.ndarray:
     "Per-example loss weights n / (K * count of its class), sklearn's 'balanced' rule on the (argmax) training labels."
-    y = np.asarray(y)
-    hard = y if y.ndim == 1 else np.where(np.isnan(y).all(1), -1, np.nan_to_num(y).argmax(1))
+    hard = hard_labels(y)
     counts = np.bincount(hard[hard >= 0], minlength=K).astype(float)
     w = np.divide((hard >= 0).sum(), K*counts, out=np.zeros(K), where=counts > 0)
     return np.where(hard >= 0, w[np.maximum(hard, 0)], 0.).astype(np.float32)
