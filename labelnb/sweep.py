@@ -35,7 +35,7 @@ __all__ = ['MITIGATIONS', 'NEEDS_DISTRIBUTIONS', 'SECRET_NAME', 'Experiment', 'c
 # %% ../nbs/06_sweep.ipynb #63794c92
 MITIGATIONS = {'none': 0.0, 'entropy': 0.05, 'ensemble': 5.0, 'soft': 1.0,           # each mitigation's default setting
                'cleanlab': 3.0, 'relabel': 100.0, 'forward': 100.0, 'goldonly': 100.0, 'random_rate': 0.0, 'random_confusion': 0.0}
-NEEDS_DISTRIBUTIONS = ('entropy', 'ensemble', 'soft')  # these need the annotator's label distributions
+NEEDS_DISTRIBUTIONS = ('entropy', 'soft')  # these need the annotator's label distributions
 
 @dataclass
 class Experiment:
@@ -115,6 +115,9 @@ def check_experiment(exp:Experiment) -> Experiment:
         if name not in train_llm:
             raise ValueError(f"source: {exp.source!r} has no training labels in {spec.name!r}; "
                              f"available: {['gold', 'annotator'] + [f'llm:{s}' for s in train_llm]}")
+        if exp.mitigation == 'ensemble' and exp.setting > len(train_llm):
+            raise ValueError(f"setting: an ensemble of real LLM labels needs k <= {len(train_llm)}, the LLMs with labels in "
+                             f"{spec.name!r} ({train_llm}); got k={exp.setting:g}")
     return exp
 
 # %% ../nbs/06_sweep.ipynb #343381ae
@@ -211,10 +214,15 @@ def training_labels(exp:Experiment, # settings
                         annotator_accuracy=float((y == gold).mean()))
         r = {}
         if m == 'entropy': y, r = entropy_filter(y, probs, gold, alpha=exp.setting)
-        elif m == 'ensemble':
+        elif m == 'ensemble' and exp.source == 'annotator':
             M = [y] + [annotator_labels(exp, train.text, pool, exp.sample_seed + j, cache, progress).label.to_numpy()
                        for j in range(1, k)]
             y, r = consistency_ensemble(np.stack(M), gold, 'flip_to_gold', K=K)
+        elif m == 'ensemble':  # a real LLM source: the source and the dataset's next k-1 released LLMs
+            members = [exp.source] + [c for c in train.columns if c.startswith('llm:') and c != exp.source][:k - 1]
+            if len(members) < k: raise ValueError(f"setting: ensemble k={k} but only {members} have labels in this sample")
+            y, r = consistency_ensemble(np.stack([labels_of(train, c) for c in members]), gold, 'flip_to_gold', K=K)
+            info.update(ensemble_members=members)
         elif m == 'soft': y, r = soft_labels(probs, gold, temperature=exp.setting)
         elif m == 'cleanlab':
             P, secs = oof_probs(exp, train.text, y, oof_dir)
