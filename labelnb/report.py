@@ -130,18 +130,20 @@ PAPER = pd.DataFrame(_paper_rows(_T1, 1) + _paper_rows(_T2, 2))  # Lu & Smith (2
 PAPER_DATASETS = {'imdb': 'IMDB', 'toxic': 'Toxic', 'ecommerce': 'ECommerce', 'manifestos': 'Manifestos'}  # ours -> the paper's
 
 # %% ../nbs/07_report.ipynb #5065c9d4
-def paper_label(source:str, mitigation:str='none', llm_as:str='7B') -> str|None:
+def paper_label(source:str, mitigation:str='none', llm_as:str|dict='7B') -> str|None:
     "The paper's row label for one of our label sources: 'Gold', 'Entropy', 'Ensemble', or `llm_as` for an unmitigated LLM."
     if mitigation == 'entropy': return 'Entropy'
     if mitigation == 'ensemble': return 'Ensemble'
     if mitigation != 'none': return None
-    return 'Gold' if source == 'gold' else llm_as
+    if source == 'gold': return 'Gold'
+    return llm_as.get(source) if isinstance(llm_as, dict) else llm_as
 
 def side_by_side(tab:pd.DataFrame, # `table` output (x100)
-                 llm_as:str='7B', # which of the paper's annotators ('3B' or '7B') an unmitigated LLM source is compared with
+                 llm_as:str|dict='7B', # the paper's annotator ('3B' or '7B') an unmitigated LLM source is compared with, or {source: size}
                 ) -> pd.DataFrame:
     "Our table rows next to the paper's matching rows (Tables 1-2), metric by metric."
-    if llm_as not in ('3B', '7B'): raise ValueError(f"llm_as: must be '3B' or '7B', got {llm_as!r}")
+    for v in (llm_as.values() if isinstance(llm_as, dict) else [llm_as]):
+        if v not in ('3B', '7B'): raise ValueError(f"llm_as: must be '3B' or '7B' (or a dict of them), got {v!r}")
     t = tab.assign(paper_dataset=tab.dataset.str.split(':').str[0].map(PAPER_DATASETS),
                    paper_label=[paper_label(s, m, llm_as) for s, m in zip(tab.source, tab.mitigation)])
     t = t.dropna(subset=['paper_dataset', 'paper_label'])
@@ -274,7 +276,7 @@ def plot_mitigation_deltas(mt:pd.DataFrame, # `mitigation_table` output
 # %% ../nbs/07_report.ipynb #5e7e4f92
 def build_report(out:str|Path, # sweep folder
                  dest:str|Path|None=None, # where to save; None = out/report
-                 llm_as:str='7B', # the paper's annotator an unmitigated LLM source is compared with
+                 llm_as:str|dict='7B', # the paper's annotator an unmitigated LLM source is compared with (see `side_by_side`)
                  metric:str='macro_f1', # metric of the figures
                  tol:float=0.005, # plateau tolerance (metric units)
                 ) -> dict:
