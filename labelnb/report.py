@@ -91,7 +91,7 @@ def table(runs:pd.DataFrame, # `collect` output
                     'label_accuracy': g.label_accuracy.mean() * scale, 'gold_spent': g.gold_spent.mean(),
                     'annotation_calls': g.annotation_calls.mean(), 'train_seconds': g.train_seconds.mean()})
     t = pd.DataFrame(out)
-    varying = [k for k in keys if k not in ('dataset', 'source', 'mitigation', 'setting', 'n_train') and t[k].astype(str).nunique() > 1]
+    varying = [k for k in keys if k not in ('dataset', 'source', 'mitigation', 'setting', *cols) and t[k].astype(str).nunique() > 1]
     cols = cols[:3] + varying + cols[3:]
     t = t[cols + [k for k in keys if k not in cols]]
     t = t.assign(_o=t.label.map(lambda l: _order(l)[0])).sort_values(['dataset', 'n_train', '_o', 'label'], kind='stable')
