@@ -206,8 +206,8 @@ def plot_by_source(runs:pd.DataFrame, # `collect` output
 
 # %% ../nbs/07_report.ipynb #9d6c8f80
 def _curve_runs(runs:pd.DataFrame):
-    "Runs of the labels that were trained at two or more sizes."
-    sizes = runs.groupby(['dataset', 'label']).n_train.transform('nunique')
+    "Runs of the labels and seeds that were trained at two or more sizes (a seed run at one size only has no curve)."
+    sizes = runs.groupby(['dataset', 'label', 'seed']).n_train.transform('nunique')
     return runs[sizes >= 2]
 
 def plateau_table(runs:pd.DataFrame, # `collect` output
