@@ -5,13 +5,13 @@ Same model (the bundled SmolLM2-135M-Instruct), same IMDB training reviews, same
 few-shot prompt, computes the shared prefix (instruction, labels, demonstrations) once; the naive loop calls `generate` on each
 full prompt (greedy, `--max-new-tokens`) and takes the first integer in the reply.
 
-    python bench/bench_annotate.py            # 200 texts, several minutes on 2 CPU cores
-    python bench/bench_annotate.py --n 10     # smoke test
-    python bench/bench_annotate.py --dtype bfloat16                          # bf16 scorer vs the fp32 naive loop
-    python bench/bench_annotate.py --dtype bfloat16 --naive-dtype bfloat16   # both in bf16
+Both run in each weights dtype of `--dtypes`. The baseline is the naive loop in float32 (how transformers loads a model unless told
+otherwise); the annotator's own default is `dtype='auto'`, which is bfloat16 on CPUs with bf16 instructions (AVX512-BF16 or AMX)
+and float32 elsewhere. Every pairing is printed, with what bf16 changes in the label distributions.
 
-`--dtype` sets the annotator's weights dtype and `--naive-dtype` the naive loop's (default: float32, the baseline). bfloat16 pays
-on CPUs with native bf16 instructions (AVX512-BF16 or AMX); the accuracy and agreement columns show what it changes in the labels.
+    python bench/bench_annotate.py                      # 200 texts, about 20 minutes on 2 CPU cores
+    python bench/bench_annotate.py --n 10               # smoke test
+    python bench/bench_annotate.py --dtypes float32     # the float32 pairing only
 """
 import argparse, json, re, time
 from pathlib import Path
@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labelnb.annotate import LocalLLM, PromptTemplate, annotate, draw_demos
+from labelnb.annotate import LocalLLM, PromptTemplate, annotate, draw_demos, native_bf16, resolve_dtype
 
 DATA = Path(__file__).resolve().parents[1].parent/'shared'/'data'
 TASK = "Classify the sentiment of a movie review as positive or negative."
 LABELS = ["negative", "positive"]
 DESCS = ["the review is negative about the movie", "the review is positive about the movie"]
+BASELINE = "float32"
 
 
 def naive_generate(llm, prompts, n_labels, max_new_tokens):
@@ -41,6 +42,12 @@ def naive_generate(llm, prompts, n_labels, max_new_tokens):
     return np.array(out)
 
 
+def timed(f):
+    t, c = time.perf_counter(), time.process_time()
+    out = f()
+    return out, time.perf_counter() - t, time.process_time() - c
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="IMDB training reviews to annotate")
@@ -49,8 +56,8 @@ def main():
     ap.add_argument("--max-text-tokens", type=int, default=256)
     ap.add_argument("--max-demo-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="annotator weights dtype")
-    ap.add_argument("--naive-dtype", default="float32", choices=["float32", "bfloat16"], help="naive loop weights dtype (the baseline)")
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                    help="weights dtypes to run both methods in (the baseline is the naive loop in float32)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
@@ -58,39 +65,59 @@ def main():
     imdb = pd.read_csv(DATA/'imdb'/'train.csv.gz').sample(frac=1, random_state=0).reset_index(drop=True)
     texts, gold = imdb.text[:a.n].tolist(), imdb.label[:a.n].to_numpy()
     pool = list(zip(imdb.text[a.n:a.n+1000], imdb.label[a.n:a.n+1000]))
-    llm = LocalLLM(batch_size=a.batch_size, dtype=getattr(torch, a.dtype))
-    base = llm if a.naive_dtype == a.dtype else LocalLLM(batch_size=a.batch_size, dtype=getattr(torch, a.naive_dtype))
     tmpl = PromptTemplate(TASK, LABELS, DESCS)
-    llm.label_probs([tmpl.render("warm up")], tmpl.answers)  # first-call overheads out of the timings
-    naive_generate(base, [tmpl.render("warm up")], len(LABELS), 2)
+    auto = str(resolve_dtype("auto")).removeprefix("torch.")
     print(f"{a.n} IMDB reviews, {torch.get_num_threads()} threads, batch {a.batch_size}, naive max_new_tokens {a.max_new_tokens}; "
-          f"annotator {llm.name}, naive loop {base.name}")
+          f"native bf16: {native_bf16()}, so the annotator's default dtype ('auto') is {auto}", flush=True)
+
+    runs = {}  # (style, method, dtype) -> dict(labels, probs, seconds, cpu)
+    for dt in a.dtypes:
+        llm = LocalLLM(batch_size=a.batch_size, dtype=dt)
+        llm.label_probs([tmpl.render("warm up")], tmpl.answers)  # first-call overheads out of the timings
+        naive_generate(llm, [tmpl.render("warm up")], len(LABELS), 2)
+        for style, n_shots in [("few-shot", 3), ("zero-shot", 0)]:
+            llm._prefix_kv.clear()
+            ann, t, c = timed(lambda: annotate(texts, LABELS, DESCS, TASK, pool, llm=llm, n_shots=n_shots, cache=None,
+                                               progress=False, max_text_tokens=a.max_text_tokens, max_demo_tokens=a.max_demo_tokens))
+            runs[style, "scoring", dt] = dict(labels=ann.label.to_numpy(), probs=np.array(ann.probs.tolist()), seconds=t, cpu=c)
+            demos = [(llm.truncate(x, a.max_demo_tokens), y) for x, y in draw_demos(pool, n_shots, 0)] if n_shots else []
+            prompts = [tmpl.render(llm.truncate(x, a.max_text_tokens), demos) for x in texts]
+            labels, t, c = timed(lambda: naive_generate(llm, prompts, len(LABELS), a.max_new_tokens))
+            runs[style, "naive", dt] = dict(labels=labels, seconds=t, cpu=c, prompt_tokens=float(np.mean([len(llm.encode(p)) for p in prompts])))
+            for m in ("scoring", "naive"):
+                r = runs[style, m, dt]
+                print(f"  {style:9s} {m:7s} {dt:8s} {a.n / r['seconds']:5.2f} texts/s  accuracy {(r['labels'] == gold).mean():.3f}"
+                      + (f"  unparsed {(r['labels'] == -1).mean():.1%}" if m == "naive" else ""), flush=True)
+        del llm
 
     results = []
-    for style, n_shots in [("few-shot", 3), ("zero-shot", 0)]:
-        llm._prefix_kv.clear()
-        t, c = time.perf_counter(), time.process_time()
-        ann = annotate(texts, LABELS, DESCS, TASK, pool, llm=llm, n_shots=n_shots, cache=None, progress=False,
-                       max_text_tokens=a.max_text_tokens, max_demo_tokens=a.max_demo_tokens)
-        t_score, c_score = time.perf_counter() - t, time.process_time() - c
-        demos = [(llm.truncate(x, a.max_demo_tokens), y) for x, y in draw_demos(pool, n_shots, 0)] if n_shots else []
-        prompts = [tmpl.render(llm.truncate(x, a.max_text_tokens), demos) for x in texts]
-        assert prompts[0] == tmpl.render(llm.truncate(texts[0], a.max_text_tokens), demos)
-        t, c = time.perf_counter(), time.process_time()
-        naive = naive_generate(base, prompts, len(LABELS), a.max_new_tokens)
-        t_naive, c_naive = time.perf_counter() - t, time.process_time() - c
-        n_tok = np.mean([len(llm.encode(p)) for p in prompts])
-        r = dict(style=style, n=a.n, dtype=a.dtype, naive_dtype=a.naive_dtype, prompt_tokens=round(float(n_tok)), scoring_texts_per_s=a.n/t_score,
-                 naive_texts_per_s=a.n/t_naive, speedup=t_naive/t_score, cpu_speedup=c_naive/c_score,
-                 scoring_accuracy=float((ann.label.to_numpy() == gold).mean()),
-                 naive_accuracy=float((naive == gold).mean()), naive_unparsed=float((naive == -1).mean()),
-                 agreement=float((ann.label.to_numpy() == naive).mean()))
-        results.append(r)
-        print(f"{style:9s}  {a.dtype} vs {a.naive_dtype}  ~{r['prompt_tokens']} prompt tokens  scoring {r['scoring_texts_per_s']:.2f} texts/s  "
-              f"naive generate {r['naive_texts_per_s']:.2f} texts/s  speed-up {r['speedup']:.1f}x "
-              f"(CPU time {r['cpu_speedup']:.1f}x)  "
-              f"(accuracy {r['scoring_accuracy']:.3f} vs {r['naive_accuracy']:.3f}, naive unparsed "
-              f"{r['naive_unparsed']:.1%}, agreement {r['agreement']:.1%})", flush=True)
+    print(f"\nspeed-up of the annotator over the naive loop (wall clock; CPU time in brackets); baseline: naive loop in {BASELINE}")
+    for style in ["few-shot", "zero-shot"]:
+        for sd in a.dtypes:
+            for nd in a.dtypes:
+                if nd not in (sd, BASELINE): continue  # pairings: the same dtype, and every dtype against the baseline
+                s, n = runs[style, "scoring", sd], runs[style, "naive", nd]
+                r = dict(style=style, n=a.n, scoring_dtype=sd, naive_dtype=nd, prompt_tokens=round(n["prompt_tokens"]),
+                         scoring_texts_per_s=a.n / s["seconds"], naive_texts_per_s=a.n / n["seconds"],
+                         speedup=n["seconds"] / s["seconds"], cpu_speedup=n["cpu"] / s["cpu"],
+                         scoring_accuracy=float((s["labels"] == gold).mean()), naive_accuracy=float((n["labels"] == gold).mean()),
+                         naive_unparsed=float((n["labels"] == -1).mean()), agreement=float((s["labels"] == n["labels"]).mean()),
+                         default=sd == auto and nd == BASELINE)
+                results.append(r)
+                print(f"{style:9s}  scoring {sd:8s} vs naive {nd:8s}  ~{r['prompt_tokens']} prompt tokens  "
+                      f"{r['scoring_texts_per_s']:.2f} vs {r['naive_texts_per_s']:.2f} texts/s  speed-up {r['speedup']:.1f}x "
+                      f"({r['cpu_speedup']:.1f}x)  accuracy {r['scoring_accuracy']:.3f} vs {r['naive_accuracy']:.3f}, "
+                      f"agreement {r['agreement']:.1%}{'  <- the annotator as shipped vs the baseline' if r['default'] else ''}")
+    if {"float32", "bfloat16"} <= set(a.dtypes):
+        print("\nwhat bfloat16 changes in the annotator's distributions (vs float32, same prompts)")
+        for style in ["few-shot", "zero-shot"]:
+            p32, p16 = runs[style, "scoring", "float32"], runs[style, "scoring", "bfloat16"]
+            dP = np.abs(p32["probs"] - p16["probs"])
+            gap = dict(style=style, label_agreement=float((p32["labels"] == p16["labels"]).mean()),
+                       mean_abs_dP=float(dP.mean()), max_abs_dP=float(dP.max()), speedup=p32["seconds"] / p16["seconds"])
+            results.append(dict(kind="bf16_vs_fp32", **gap))
+            print(f"{style:9s}  labels agree {gap['label_agreement']:.1%}, |dP| mean {gap['mean_abs_dP']:.4f} max {gap['max_abs_dP']:.4f}, "
+                  f"bf16 scoring {gap['speedup']:.2f}x float32 scoring")
     if a.json: a.json.write_text(json.dumps(results, indent=1))
 
 

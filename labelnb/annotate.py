@@ -6,7 +6,7 @@ Docs: https://labelnb.github.io/labelnb/annotate.html.md"""
 
 # %% ../nbs/01_annotate.ipynb #f40955db
 from __future__ import annotations
-import email.utils, hashlib, importlib.util, json, math, os, random, re, shutil, socket, sqlite3, subprocess, sys
+import email.utils, hashlib, importlib.util, inspect, json, math, os, random, re, shutil, socket, sqlite3, subprocess, sys
 import tempfile, threading, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 # %% auto #0
-__all__ = ['BUNDLED_GGUF', 'CONTENT_FREE', 'bundled_gguf', 'cache_root', 'load_causal_lm', 'LocalLLM', 'PromptTemplate',
-           'check_demos', 'draw_demos', 'calibrate_probs', 'text_hash', 'AnnotationCache', 'default_llm', 'annotate',
-           'annotation_accuracy', 'parse_answer', 'logprob_positions', 'logprob_distribution', 'sample_distribution',
-           'ServerError', 'Usage', 'ServerLLM', 'LlamaCppServer']
+__all__ = ['BUNDLED_GGUF', 'CONTENT_FREE', 'bundled_gguf', 'cache_root', 'native_bf16', 'resolve_dtype', 'load_causal_lm',
+           'LocalLLM', 'PromptTemplate', 'check_demos', 'draw_demos', 'calibrate_probs', 'text_hash', 'AnnotationCache',
+           'default_llm', 'annotate', 'annotation_accuracy', 'parse_answer', 'logprob_positions',
+           'logprob_distribution', 'sample_distribution', 'ServerError', 'Usage', 'ServerLLM', 'LlamaCppServer']
 
 # %% ../nbs/01_annotate.ipynb #5335f047
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -46,6 +46,19 @@ def cache_root() -> Path:
     return Path(os.environ.get("LABELNB_CACHE") or Path.home()/".cache"/"labelnb").expanduser()
 
 # %% ../nbs/01_annotate.ipynb #a109e415
+def native_bf16() -> bool:
+    "Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), on which bf16 matrix products run about 2x float32."
+    try: return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError: return False  # a torch without these probes
+
+def resolve_dtype(dtype) -> torch.dtype:
+    "A torch dtype from a dtype or its name; 'auto' = bfloat16 where `native_bf16()`, else float32."
+    if dtype == "auto": return torch.bfloat16 if native_bf16() else torch.float32
+    if isinstance(dtype, str): dtype = getattr(torch, dtype.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype: expected 'auto', 'float32', 'bfloat16', 'float16' or a torch dtype, got {dtype!r}")
+    return dtype
+
 def _drop_gguf_quantizer(model):
     "Let `save_pretrained` write a GGUF-loaded model, whose weights are already dequantized."
     model.hf_quantizer = None
@@ -54,10 +67,11 @@ def _drop_gguf_quantizer(model):
 
 def load_causal_lm(model:str|Path|None=None, # hub name, local folder or `.gguf` file; None = the bundled SmolLM2
                    gguf_file:str|None=None, # a GGUF file name inside the `model` folder
-                   dtype=torch.float32, # weights dtype
+                   dtype=torch.float32, # weights dtype: a torch dtype, its name, or 'auto' (bfloat16 on CPUs with bf16 instructions)
                    save_dequantized:bool=True, # keep a dequantized copy of a GGUF model in `cache_root()/'models'`
                   ):
     "Load a causal LM and its tokenizer; returns `(model, tokenizer, name)`, `name` identifying it in caches."
+    dtype = resolve_dtype(dtype)
     if model is None: model = bundled_gguf()
     path = Path(model).expanduser()
     if path.suffix == ".gguf" and gguf_file is None: path, gguf_file = path.parent, path.name
@@ -102,11 +116,14 @@ class LocalLLM:
     "A causal LM on this machine that scores label continuations after prompts."
     def __init__(self, model:str|Path|None=None, # hub name, local folder or `.gguf` file; None = the bundled SmolLM2
                  gguf_file:str|None=None, # a GGUF file name inside the `model` folder
-                 dtype=torch.float32, # weights dtype
+                 dtype="auto", # weights dtype; 'auto' = bfloat16 on CPUs with bf16 instructions, else float32
                  batch_size:int=8, # texts per forward pass
                  prefix_cache:bool=True, # compute a prompt prefix shared by all texts once and reuse its KV cache
                 ):
         self.model, self.tokenizer, self.name = load_causal_lm(model, gguf_file, dtype)
+        self.dtype = self.model.dtype
+        # transformers 5 renamed the key/value cache argument from `past_key_values` to `cache`
+        self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.batch_size, self.prefix_cache = batch_size, prefix_cache
         self._prefix_kv, self.n_scored = {}, 0
 
@@ -141,13 +158,18 @@ def answer_tokens(self:LocalLLM, prompt:str, # a prompt, ending where the answer
     return len(p) - keep, rest[0][:n], [r[n:] for r in rest]
 
 # %% ../nbs/01_annotate.ipynb #0f2a2de3
+def _kv_of(out):
+    "The key/value cache a forward pass returned (`cache` in transformers 5, `past_key_values` before)."
+    kv = getattr(out, "cache", None)
+    return out.past_key_values if kv is None else kv
+
 @patch
 def _prefix_kv_for(self:LocalLLM, ids:tuple):
     "Key/value tensors of a shared prompt prefix, computed once."
     if ids not in self._prefix_kv:
         if len(self._prefix_kv) >= 4: self._prefix_kv.clear()
         out = self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
-        self._prefix_kv[ids] = [(k, v) for k, v, *_ in out.past_key_values]
+        self._prefix_kv[ids] = [(k, v) for k, v, *_ in _kv_of(out)]
     return self._prefix_kv[ids]
 
 @patch
@@ -167,8 +189,8 @@ def _score_batch(self:LocalLLM, kv, # cached prefix keys/values, or None
     pos = P + (torch.arange(L)[None] - start).clamp(min=0)
     cache = (DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in kv])
              if kv else DynamicCache(config=self.model.config))
-    out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                     use_cache=True, logits_to_keep=1)
+    out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                     **{self._cache_kw: cache})
     score = out.logits[:, -1].float().log_softmax(-1)[:, [o[0] for o in own]]
     if all(len(o) == 1 for o in own): return score
     inp, owner, depth, target = [], [], [], []  # every answer's tokens but its last, in one sequence
@@ -179,7 +201,7 @@ def _score_batch(self:LocalLLM, kv, # cached prefix keys/values, or None
     mask4 = torch.cat([torch.ones(B, T, P, dtype=torch.bool), real[:, None].expand(B, T, L),
                        tree[None].expand(B, T, T)], -1)[:, None]
     out2 = self.model(input_ids=torch.tensor(inp)[None].expand(B, T), attention_mask=mask4,
-                      position_ids=P + lens[:, None] + depth[None], past_key_values=out.past_key_values)
+                      position_ids=P + lens[:, None] + depth[None], **{self._cache_kw: _kv_of(out)})
     lp = out2.logits.float().log_softmax(-1).gather(-1, torch.tensor(target)[None, :, None].expand(B, T, 1))[..., 0]
     return score.index_add(1, owner, lp)
 
@@ -354,10 +376,11 @@ class AnnotationCache:
 # %% ../nbs/01_annotate.ipynb #2aeb7a73
 _LLMS = {}
 
-def default_llm() -> LocalLLM:
-    "The bundled SmolLM2 annotator, loaded once per process."
-    if "default" not in _LLMS: _LLMS["default"] = LocalLLM()
-    return _LLMS["default"]
+def default_llm(dtype="auto") -> LocalLLM:
+    "The bundled SmolLM2 annotator in `dtype` ('auto': bfloat16 on CPUs with bf16 instructions), loaded once per process."
+    dtype = resolve_dtype(dtype)
+    if dtype not in _LLMS: _LLMS[dtype] = LocalLLM(dtype=dtype)
+    return _LLMS[dtype]
 
 def _seed_for(seed:int, h:str) -> int: return int(hashlib.sha256(f"{seed}:{h}".encode()).hexdigest()[:8], 16)
 

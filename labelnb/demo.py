@@ -31,6 +31,7 @@ class DemoConfig:
     answer:str='word' # 'word': the LLM answers with the label name; 'index': with its number, as in the paper
     calibrate:bool=True # contextual calibration of the in-process LLM
     llm:str|None=None # annotator: hub name, local folder or .gguf; None = bundled SmolLM2-135M-Instruct
+    llm_dtype:str='auto' # annotator weights: float32, bfloat16, or auto (bfloat16 on CPUs with bf16 instructions)
     encoder:str|None=None # student: hub name or local folder; None = bundled all-MiniLM-L6-v2
     epochs:int=3 # fine-tuning epochs (the paper: 3)
     max_length:int=128 # encoder tokens per text
@@ -45,9 +46,9 @@ def annotate_train(cfg:DemoConfig, # settings
                   ) -> pd.DataFrame:
     "LLM annotations of `train` (calibrated if `cfg.calibrate`), with `label_raw` the uncalibrated argmax."
     spec = get_spec(cfg.dataset)
-    if llm is None and cfg.llm is not None:
-        from labelnb.annotate import LocalLLM
-        llm = LocalLLM(cfg.llm)
+    if llm is None:
+        from labelnb.annotate import LocalLLM, default_llm
+        llm = default_llm(cfg.llm_dtype) if cfg.llm is None else LocalLLM(cfg.llm, dtype=cfg.llm_dtype)
     kw = dict(labels=spec.labels, descriptions=spec.descriptions, task=spec.task, demos=list(zip(pool.text, pool.label)),
               llm=llm, n_shots=cfg.n_shots, answer=cfg.answer, seed=cfg.seed, cache=Path(cfg.out)/'annotations.sqlite')
     Path(cfg.out).mkdir(parents=True, exist_ok=True)

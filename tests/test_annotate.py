@@ -26,7 +26,7 @@ def imdb():
 def pool(imdb): return list(zip(imdb.text[-500:], imdb.label[-500:]))
 
 @pytest.fixture(scope="module")
-def llm(): return LocalLLM(batch_size=4)
+def llm(): return LocalLLM(batch_size=4, dtype="float32")  # float32: the checks against brute force are exact to 1e-4
 
 
 def test_second_run_does_no_model_work(imdb, pool, llm, tmp_path, monkeypatch):
@@ -49,7 +49,7 @@ RUNNER = textwrap.dedent("""
     import json, sys
     from labelnb.annotate import LocalLLM, annotate
     args = json.load(open(sys.argv[1]))
-    annotate(llm=LocalLLM(batch_size=2), progress=False, **args)
+    annotate(llm=LocalLLM(batch_size=2, dtype="float32"), progress=False, **args)  # the dtype of the `llm` fixture
 """)
 
 def _rows(path):
@@ -176,3 +176,17 @@ def test_bad_inputs_fail_clearly(llm):
     with pytest.raises(ValueError, match=r"\[-1, 5\]"): annotate(["good"], demos=[("a", 0), ("b", 5), ("c", -1)], **kw)
     with pytest.raises(ValueError, match="n_shots"): annotate(["good"], demos=[("a", 0)], **kw)
     with pytest.raises(ValueError, match="answer"): annotate(["good"], answer="letter", **kw)
+
+
+def test_bfloat16_annotations_stay_close_and_apart_in_the_cache(imdb, pool, llm, tmp_path):
+    bf = LocalLLM(batch_size=4, dtype="bfloat16")
+    assert bf.model.dtype == torch.bfloat16 and bf.name == llm.name + "@bfloat16"
+    kw = dict(labels=LABELS, descriptions=DESCS, task=TASK, demos=pool, max_text_tokens=96, max_demo_tokens=48,
+              cache=tmp_path/'ann.sqlite', progress=False)
+    texts = imdb.text[:16].tolist()
+    a32, a16 = annotate(texts, llm=llm, **kw), annotate(texts, llm=bf, **kw)
+    dP = np.abs(np.array(a32.probs.tolist()) - np.array(a16.probs.tolist()))
+    assert dP.mean() < 0.05 and dP.max() < 0.15, (dP.mean(), dP.max())
+    assert (a32.label == a16.label).mean() >= 0.75
+    with sqlite3.connect(tmp_path/'ann.sqlite') as con:  # one row per text and model: the dtypes never share a row
+        assert dict(con.execute("SELECT model, COUNT(*) FROM annotations GROUP BY model")) == {llm.name: 16, bf.name: 16}
