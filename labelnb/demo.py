@@ -21,7 +21,7 @@ __all__ = ['DemoConfig', 'annotate_train', 'run_demo']
 # %% ../nbs/08_demo.ipynb #60ab7d61
 @dataclass
 class DemoConfig:
-    "Settings of the main job; the defaults run in about 10 minutes on 2 CPU cores."
+    "Settings of the main job; the defaults run in about 7 minutes on 2 CPU cores."
     dataset:str='imdb' # registered dataset
     n_train:int=400 # training texts (annotated by the LLM, then used to fine-tune)
     n_test:int=500 # gold test texts (fixed sample)
