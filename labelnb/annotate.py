@@ -121,13 +121,15 @@ class LocalLLM:
                  prefix_cache:bool=True, # compute a prompt prefix shared by all texts once and reuse its KV cache
                 ):
         self.model, self.tokenizer, self.name = load_causal_lm(model, gguf_file, dtype)
-        self.dtype = self.model.dtype
         # transformers 5 renamed the key/value cache argument from `past_key_values` to `cache`
         self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.batch_size, self.prefix_cache = batch_size, prefix_cache
         self._prefix_kv, self.n_scored = {}, 0
 
     def __repr__(self): return f"LocalLLM({self.name!r})"
+
+    @property
+    def dtype(self) -> torch.dtype: return self.model.dtype
 
     def encode(self, text:str) -> list[int]:
         "Token ids of `text`, without special tokens."
@@ -158,18 +160,13 @@ def answer_tokens(self:LocalLLM, prompt:str, # a prompt, ending where the answer
     return len(p) - keep, rest[0][:n], [r[n:] for r in rest]
 
 # %% ../nbs/01_annotate.ipynb #0f2a2de3
-def _kv_of(out):
-    "The key/value cache a forward pass returned (`cache` in transformers 5, `past_key_values` before)."
-    kv = getattr(out, "cache", None)
-    return out.past_key_values if kv is None else kv
-
 @patch
 def _prefix_kv_for(self:LocalLLM, ids:tuple):
     "Key/value tensors of a shared prompt prefix, computed once."
     if ids not in self._prefix_kv:
         if len(self._prefix_kv) >= 4: self._prefix_kv.clear()
         out = self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
-        self._prefix_kv[ids] = [(k, v) for k, v, *_ in _kv_of(out)]
+        self._prefix_kv[ids] = [(k, v) for k, v, *_ in getattr(out, self._cache_kw)]
     return self._prefix_kv[ids]
 
 @patch
@@ -201,7 +198,7 @@ def _score_batch(self:LocalLLM, kv, # cached prefix keys/values, or None
     mask4 = torch.cat([torch.ones(B, T, P, dtype=torch.bool), real[:, None].expand(B, T, L),
                        tree[None].expand(B, T, T)], -1)[:, None]
     out2 = self.model(input_ids=torch.tensor(inp)[None].expand(B, T), attention_mask=mask4,
-                      position_ids=P + lens[:, None] + depth[None], **{self._cache_kw: _kv_of(out)})
+                      position_ids=P + lens[:, None] + depth[None], **{self._cache_kw: getattr(out, self._cache_kw)})
     lp = out2.logits.float().log_softmax(-1).gather(-1, torch.tensor(target)[None, :, None].expand(B, T, 1))[..., 0]
     return score.index_add(1, owner, lp)
 
@@ -376,11 +373,13 @@ class AnnotationCache:
 # %% ../nbs/01_annotate.ipynb #2aeb7a73
 _LLMS = {}
 
-def default_llm(dtype="auto") -> LocalLLM:
-    "The bundled SmolLM2 annotator in `dtype` ('auto': bfloat16 on CPUs with bf16 instructions), loaded once per process."
-    dtype = resolve_dtype(dtype)
-    if dtype not in _LLMS: _LLMS[dtype] = LocalLLM(dtype=dtype)
-    return _LLMS[dtype]
+def default_llm(dtype="auto", # weights dtype; 'auto' = bfloat16 on CPUs with bf16 instructions, else float32
+                model:str|Path|None=None, # hub name, local folder or `.gguf` file; None = the bundled SmolLM2
+               ) -> LocalLLM:
+    "An in-process annotator (the bundled SmolLM2 unless `model` names another), loaded once per process and dtype."
+    key = (None if model is None else str(model), resolve_dtype(dtype))
+    if key not in _LLMS: _LLMS[key] = LocalLLM(model, dtype=key[1])
+    return _LLMS[key]
 
 def _seed_for(seed:int, h:str) -> int: return int(hashlib.sha256(f"{seed}:{h}".encode()).hexdigest()[:8], 16)
 

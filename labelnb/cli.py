@@ -31,12 +31,12 @@ def _helps(cls):
 def _annotate_cmd(a):
     import pandas as pd, json
     from labelnb.data import get_spec, load
-    from labelnb.annotate import annotate, LocalLLM, default_llm
+    from labelnb.annotate import annotate, default_llm
     spec = get_spec(a.dataset)
     df = load(a.dataset, a.split, n=a.n, seed=a.seed)
     pool = load(a.dataset, 'train', n=a.n_demo_pool, seed=a.seed + 1000) if a.n_shots else None
     ann = annotate(list(df.text), spec.labels, spec.descriptions, spec.task,
-                   demos=None if pool is None else list(zip(pool.text, pool.label)), llm=LocalLLM(a.llm, dtype=a.dtype) if a.llm else default_llm(a.dtype),
+                   demos=None if pool is None else list(zip(pool.text, pool.label)), llm=default_llm(a.dtype, a.llm),
                    n_shots=a.n_shots, answer=a.answer, seed=a.seed, calibrate=a.calibrate, cache=a.cache)
     ann.insert(0, 'gold', df.label.to_numpy()); ann.insert(0, 'text', df.text.to_numpy())
     ann['probs'] = [json.dumps([round(float(x), 6) for x in p]) for p in ann.probs]
@@ -66,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument('--calibrate', action=argparse.BooleanOptionalAction, default=True, help='contextual calibration (default: on)')
     a.add_argument('--llm', default=None, help='hub name, local folder or .gguf file (default: bundled SmolLM2-135M-Instruct)')
     a.add_argument('--dtype', default='auto', choices=['auto', 'float32', 'bfloat16'],
-                   help="the LLM's weights dtype; auto = bfloat16 on CPUs with bf16 instructions (1.8x faster), else float32 (default: auto)")
+                   help="the LLM's weights dtype; auto = bfloat16 on CPUs with bf16 instructions (1.6x faster), else float32 (default: auto)")
     a.add_argument('--cache', default='runs/annotations.sqlite', help='SQLite cache; reruns and resumed runs reuse it')
     a.add_argument('--out', default='runs/annotations.csv', help='output file (.csv or .parquet)')
     add_cli(sub)  # `labelnb sweep` and `labelnb report`, from the sweep and report chapters

@@ -47,8 +47,8 @@ def annotate_train(cfg:DemoConfig, # settings
     "LLM annotations of `train` (calibrated if `cfg.calibrate`), with `label_raw` the uncalibrated argmax."
     spec = get_spec(cfg.dataset)
     if llm is None:
-        from labelnb.annotate import LocalLLM, default_llm
-        llm = default_llm(cfg.llm_dtype) if cfg.llm is None else LocalLLM(cfg.llm, dtype=cfg.llm_dtype)
+        from labelnb.annotate import default_llm
+        llm = default_llm(cfg.llm_dtype, cfg.llm)
     kw = dict(labels=spec.labels, descriptions=spec.descriptions, task=spec.task, demos=list(zip(pool.text, pool.label)),
               llm=llm, n_shots=cfg.n_shots, answer=cfg.answer, seed=cfg.seed, cache=Path(cfg.out)/'annotations.sqlite')
     Path(cfg.out).mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 import labelnb
 from .data import get_spec, load, load_split, stratified_order, labels_of
-from .annotate import annotate, LocalLLM, ServerLLM, default_llm, resolve_dtype
+from .annotate import annotate, ServerLLM, default_llm
 from .train import TrainConfig, finetune
 from .metrics import classification_metrics
 from .analysis import random_noise_like
@@ -57,7 +57,7 @@ class Experiment:
     llm:str|None=None # annotator for source='annotator': hub name, folder, .gguf, or 'URL#model' of an OpenAI-compatible server; None = bundled SmolLM2
     n_shots:int=3 # demonstrations per annotator prompt (the paper: 3)
     n_demo_pool:int=32 # training texts set aside to draw demonstrations from (never trained on)
-    llm_dtype:str='float32' # in-process annotator's weights: float32, bfloat16 or auto (bf16 on CPUs with bf16 instructions: 1.8x faster, P within ~0.02); the committed study ran in float32
+    llm_dtype:str='float32' # in-process annotator's weights: float32, bfloat16 or auto (bf16 on CPUs with bf16 instructions: 1.6x faster, P within ~0.02); the committed study ran in float32
     calibrate:bool=True # contextual calibration of the annotator's distributions (the paper: none; the bundled SmolLM2 needs it)
     bf16:bool=False # bfloat16 autocast while fine-tuning (1.5x faster on a CPU with bf16 support, same macro-F1 in bench/)
     balance:bool=False # weight the loss by the inverse frequency of each training label's class (imbalanced tasks; the paper: no)
@@ -145,22 +145,18 @@ def sample(exp:Experiment) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return train, pool, load(exp.dataset, 'test', n=exp.n_test)
 
 # %% ../nbs/06_sweep.ipynb #321f914e
-_LLMS = {}
+_SERVERS = {}
 
 def _annotator(name:str|None, # None = bundled, 'http(s)://host/v1#model' = a server, else a model name or path
                dtype:str='float32', # an in-process model's weights dtype (`Experiment.llm_dtype`)
               ):
-    "The annotator LLM, loaded once per process."
-    if name is None: return default_llm(dtype)
-    server = re.match(r'https?://', name)
-    key = name if server else (name, resolve_dtype(dtype))
-    if key not in _LLMS:
-        if server:
-            url, _, model = name.partition('#')
-            if not model: raise ValueError(f"llm: a server annotator is 'URL#model', e.g. 'http://127.0.0.1:8000/v1#qwen2.5-7b'; got {name!r}")
-            _LLMS[key] = ServerLLM(url, model)   # its API key comes from OPENAI_API_KEY in the environment, never from the grid
-        else: _LLMS[key] = LocalLLM(name, dtype=dtype)
-    return _LLMS[key]
+    "The annotator LLM, loaded (or connected) once per process."
+    if name is None or not re.match(r'https?://', name): return default_llm(dtype, name)
+    if name not in _SERVERS:
+        url, _, model = name.partition('#')
+        if not model: raise ValueError(f"llm: a server annotator is 'URL#model', e.g. 'http://127.0.0.1:8000/v1#qwen2.5-7b'; got {name!r}")
+        _SERVERS[name] = ServerLLM(url, model)   # its API key comes from OPENAI_API_KEY in the environment, never from the grid
+    return _SERVERS[name]
 
 def annotator_labels(exp:Experiment, # settings (dataset, llm, llm_dtype, n_shots, calibrate)
                      texts:list[str], # texts to label
