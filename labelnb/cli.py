@@ -6,82 +6,115 @@ Docs: https://labelnb.github.io/labelnb/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #c7800e74
 from __future__ import annotations
-import argparse, sys
-from dataclasses import fields
+import argparse, inspect, os, re, sys, typing
+from pathlib import Path
+from typing import Literal
 
 # %% auto #0
-__all__ = ['parser', 'main']
+__all__ = ['add_options', 'annotator_llm', 'annotate_split', 'parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #32974582
-def _add_dataclass_args(p, cls, helps:dict):
-    "Add one `--option` per field of `cls`, with its default and the help text from `helps`."
-    for f in fields(cls):
-        opt = '--' + f.name.replace('_', '-')
-        if f.type in ('bool', bool):
-            p.add_argument(opt, action=argparse.BooleanOptionalAction, default=f.default, help=helps.get(f.name, ''))
-        else:
-            typ = {'int': int, 'float': float}.get(str(f.type), str)
-            p.add_argument(opt, type=typ, default=f.default, help=f"{helps.get(f.name, '')} (default: {f.default})")
+def _base_type(hint):
+    "`int` for `int|None`, the hint itself otherwise."
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) in (typing.Union, getattr(__import__('types'), 'UnionType', None)) and len(args) == 1 else hint
 
-def _helps(cls):
+def add_options(p:argparse.ArgumentParser, # the (sub)parser to add to
+                obj, # a function or a dataclass: one `--option` per parameter or field
+                skip:tuple=(), # parameter names to leave out
+               ):
+    "Add one `--option` per parameter of `obj`, typed from its annotations, with its docment as help and its default."
     from fastcore.docments import docments
-    return {k: v or '' for k, v in docments(cls).items()}
+    helps, hints = docments(obj), typing.get_type_hints(obj)
+    for name, par in inspect.signature(obj).parameters.items():
+        if name in skip or par.kind in (par.VAR_POSITIONAL, par.VAR_KEYWORD): continue
+        opt, hint, dflt, h = '--' + name.replace('_', '-'), _base_type(hints.get(name, str)), par.default, helps.get(name) or ''
+        if hint is bool: p.add_argument(opt, action=argparse.BooleanOptionalAction, default=dflt, help=h); continue
+        kw = dict(choices=list(typing.get_args(hint)), type=str) if typing.get_origin(hint) is Literal else dict(type=hint if hint in (int, float) else str)
+        p.add_argument(opt, default=dflt, help=f"{h} (default: {dflt})", **kw)
 
 # %% ../nbs/09_cli.ipynb #c5064644
-def _annotate_cmd(a):
-    import pandas as pd, json
-    from labelnb.data import get_spec, load
-    from labelnb.annotate import annotate, default_llm
-    spec = get_spec(a.dataset)
-    df = load(a.dataset, a.split, n=a.n, seed=a.seed)
-    pool = load(a.dataset, 'train', n=a.n_demo_pool, seed=a.seed + 1000) if a.n_shots else None
-    ann = annotate(list(df.text), spec.labels, spec.descriptions, spec.task,
-                   demos=None if pool is None else list(zip(pool.text, pool.label)), llm=default_llm(a.dtype, a.llm),
-                   n_shots=a.n_shots, answer=a.answer, seed=a.seed, calibrate=a.calibrate, cache=a.cache)
-    ann.insert(0, 'gold', df.label.to_numpy()); ann.insert(0, 'text', df.text.to_numpy())
-    ann['probs'] = [json.dumps([round(float(x), 6) for x in p]) for p in ann.probs]
-    (ann.to_parquet if a.out.endswith('.parquet') else ann.to_csv)(a.out, index=False)
-    print(f"{len(ann)} texts annotated; accuracy against gold {(ann.label == ann.gold).mean():.3f}; written to {a.out}")
+def annotator_llm(llm:str|None=None, # hub name, local folder, .gguf file, or 'http(s)://host:port/v1#model' of a server; None = bundled SmolLM2
+                  dtype:str='auto', # an in-process model's weights dtype
+                 ):
+    "The annotator `llm` names: a `ServerLLM` for a URL, else an in-process model; a missing local path is a one-line error."
+    if llm and re.match(r'https?://', llm):
+        url, _, model = llm.partition('#')
+        if not model: raise ValueError(f"--llm: a server annotator is 'URL#model', e.g. 'http://127.0.0.1:8000/v1#qwen2.5-7b'; got {llm!r}")
+        from labelnb.annotate import ServerLLM
+        return ServerLLM(url, model)  # its API key comes from OPENAI_API_KEY in the environment
+    if llm and (llm.startswith(('/', '.', '~')) or llm.endswith('.gguf') or llm.count('/') > 1 or os.sep != '/' and os.sep in llm):
+        if not Path(llm).expanduser().exists(): raise FileNotFoundError(f"--llm: no such file or folder: {llm}")
+    from labelnb.annotate import default_llm
+    try: return default_llm(dtype, llm)
+    except OSError as e:  # a name that is neither a local path nor a model the hub (or its offline cache) has
+        raise FileNotFoundError(f"--llm: {llm!r} is not a local file or folder, and loading it from the hub failed: "
+                                f"{str(e).strip().splitlines()[0]}") from None
 
+# %% ../nbs/09_cli.ipynb #9b85f49d
+def annotate_split(dataset:str='imdb', # registered dataset name, e.g. imdb, toxic, manifestos:morality
+                   split:Literal['train', 'test']='train', # which split the texts come from
+                   n:int=100, # texts to annotate (a stratified, reproducible sample)
+                   seed:int=0, # sampling and demonstration seed
+                   n_shots:int=3, # demonstrations per prompt, 0 = zero-shot
+                   answer:Literal['index', 'word']='index', # answer form: 'index' = the class number, as in the paper; 'word' = the label name
+                   n_demo_pool:int=100, # training texts the demonstrations are drawn from, none of them annotated
+                   calibrate:bool=True, # contextual calibration of the LLM's label distributions
+                   llm:str|None=None, # annotator: hub name, local folder, .gguf file, or 'http://host:port/v1#model' (an OpenAI-compatible server); None = bundled SmolLM2-135M-Instruct
+                   dtype:Literal['auto', 'float32', 'bfloat16']='auto', # in-process weights; auto = bfloat16 on CPUs with bf16 instructions (1.6x faster), else float32
+                   cache:str='runs/annotations.sqlite', # SQLite cache; reruns and resumed runs reuse it
+                   out:str='runs/annotations.csv', # output file (.csv or .parquet); '' = do not write
+                   progress:bool=True, # progress bar
+                  ):
+    "Label `n` texts of a dataset split with an LLM: text, gold, label, probs, entropy, raw answer; written to `out`."
+    import json
+    from labelnb.data import get_spec
+    from labelnb.experiment import sample_with_demos
+    from labelnb.annotate import annotate
+    spec, model = get_spec(dataset), annotator_llm(llm, dtype)  # a bad model name fails before the data is read
+    df, pool = sample_with_demos(dataset, n, n_demo_pool if n_shots else 0, seed=seed, split=split)
+    ann = annotate(list(df.text), spec.labels, spec.descriptions, spec.task, demos=list(zip(pool.text, pool.label)) or None,
+                   llm=model, n_shots=n_shots, answer=answer, seed=seed, calibrate=calibrate, cache=cache, progress=progress)
+    ann.insert(0, 'gold', df.label.to_numpy()); ann.insert(0, 'text', df.text.to_numpy())
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        w = ann.assign(probs=[json.dumps([round(float(x), 6) for x in p]) for p in ann.probs])
+        (w.to_parquet if str(out).endswith('.parquet') else w.to_csv)(out, index=False)
+    return ann
+
+# %% ../nbs/09_cli.ipynb #575fc43f
 def parser() -> argparse.ArgumentParser:
     "The `labelnb` argument parser."
     from labelnb.demo import DemoConfig
     from labelnb.report import add_cli
     p = argparse.ArgumentParser(prog='labelnb', description='Train classifiers on LLM labels and measure what goes wrong.')
     sub = p.add_subparsers(dest='cmd', required=True)
-    d = sub.add_parser('demo', help='run the main job: annotate, fine-tune on gold / LLM / real-LLM labels, print one table',
-                       description='Annotate a training sample with the in-process LLM, fine-tune the encoder on gold labels, on '
-                                   'those LLM labels and on every real LLM label column of the dataset, and print one table.')
-    _add_dataclass_args(d, DemoConfig, _helps(DemoConfig))
-    a = sub.add_parser('annotate', help='label a dataset split with the in-process LLM (label distributions, entropy; cached)',
-                       description='Label a dataset split with an LLM; writes text, gold, label, probs, entropy, raw answer, prompt id.')
-    a.add_argument('--dataset', default='imdb', help='registered dataset name, e.g. imdb, toxic, manifestos:morality (default: imdb)')
-    a.add_argument('--split', default='train', choices=['train', 'test'], help='which split (default: train)')
-    a.add_argument('--n', type=int, default=100, help='texts to annotate (stratified, reproducible sample; default: 100)')
-    a.add_argument('--seed', type=int, default=0, help='sampling and demonstration seed (default: 0)')
-    a.add_argument('--n-shots', type=int, default=3, help='demonstrations per prompt, 0 = zero-shot (default: 3)')
-    a.add_argument('--answer', default='index', choices=['index', 'word'],
-                   help="answer form: 'index' = the class number, as in the paper; 'word' = the label name (default: index)")
-    a.add_argument('--n-demo-pool', type=int, default=100, help='training texts the demonstrations are drawn from (default: 100)')
-    a.add_argument('--calibrate', action=argparse.BooleanOptionalAction, default=True, help='contextual calibration (default: on)')
-    a.add_argument('--llm', default=None, help='hub name, local folder or .gguf file (default: bundled SmolLM2-135M-Instruct)')
-    a.add_argument('--dtype', default='auto', choices=['auto', 'float32', 'bfloat16'],
-                   help="the LLM's weights dtype; auto = bfloat16 on CPUs with bf16 instructions (1.6x faster), else float32 (default: auto)")
-    a.add_argument('--cache', default='runs/annotations.sqlite', help='SQLite cache; reruns and resumed runs reuse it')
-    a.add_argument('--out', default='runs/annotations.csv', help='output file (.csv or .parquet)')
+    d = sub.add_parser('demo', help="run the main job: the paper's effect on one screen (table, CSV and figure)",
+                       description=DemoConfig.__doc__)
+    add_options(d, DemoConfig)
+    a = sub.add_parser('annotate', help='label a dataset split with an LLM, in-process or through a server (label distributions, entropy; cached)',
+                       description=annotate_split.__doc__)
+    add_options(a, annotate_split, skip=('progress',))
     add_cli(sub)  # `labelnb sweep` and `labelnb report`, from the sweep and report chapters
     return p
 
 # %% ../nbs/09_cli.ipynb #acfda77e
-def main(argv:list|None=None):
-    "Entry point of the `labelnb` command."
-    a = parser().parse_args(argv)
+def _run(a, p):
     if a.cmd == 'demo':
+        from dataclasses import fields
         from labelnb.demo import DemoConfig, run_demo
-        keys = {f.name for f in fields(DemoConfig)}
-        table = run_demo(DemoConfig(**{k: v for k, v in vars(a).items() if k in keys}))
-        import pandas as pd
-        with pd.option_context('display.width', 160, 'display.float_format', '{:.3f}'.format):
-            print(table.to_string(index=False))
-    elif a.cmd == 'annotate': _annotate_cmd(a)
-    elif hasattr(a, 'func'): a.func(a)
+        run_demo(DemoConfig(**{f.name: getattr(a, f.name) for f in fields(DemoConfig)}))
+    elif a.cmd == 'annotate':
+        kw = {k: getattr(a, k) for k in inspect.signature(annotate_split).parameters if hasattr(a, k)}
+        ann = annotate_split(**kw)
+        print(f"{len(ann)} texts annotated; accuracy against gold {(ann.label == ann.gold).mean():.3f}; written to {a.out}")
+    elif hasattr(a, 'func'): return a.func(a)
+
+def main(argv:list|None=None):
+    "Entry point of the `labelnb` command; bad input ends in one line naming it (set LABELNB_TRACEBACK=1 for the traceback)."
+    p = parser(); a = p.parse_args(argv)
+    try: return _run(a, p)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        if os.environ.get('LABELNB_TRACEBACK'): raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"labelnb {a.cmd}: error: {msg}", file=sys.stderr); sys.exit(2)

@@ -11,8 +11,6 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
 from .data import get_spec, load, labels_of
-from .annotate import annotate
-from .train import TrainConfig, finetune
 from .metrics import classification_metrics
 
 # %% auto #0
@@ -45,6 +43,7 @@ def annotate_train(cfg:DemoConfig, # settings
                    progress:bool=True,
                   ) -> pd.DataFrame:
     "LLM annotations of `train` (calibrated if `cfg.calibrate`), with `label_raw` the uncalibrated argmax."
+    from labelnb.annotate import annotate
     spec = get_spec(cfg.dataset)
     if llm is None:
         from labelnb.annotate import default_llm
@@ -64,6 +63,7 @@ def run_demo(cfg:DemoConfig|None=None, # settings (defaults: `DemoConfig()`)
              verbose:bool=True, # print what happens
             ) -> pd.DataFrame:
     "Annotate, fine-tune on gold / in-process LLM / real LLM labels, and return the comparison table."
+    from labelnb.train import TrainConfig, finetune
     cfg = cfg or DemoConfig(); spec = get_spec(cfg.dataset); out = Path(cfg.out); out.mkdir(parents=True, exist_ok=True)
     say = print if verbose else (lambda *a, **k: None)
     t0 = time.time()
