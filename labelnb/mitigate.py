@@ -10,11 +10,9 @@ import time, warnings
 from dataclasses import dataclass, asdict
 from itertools import combinations
 import numpy as np, pandas as pd
-import torch, torch.nn.functional as F
 import krippendorff
 from scipy.stats import entropy as _sp_entropy
 from .data import stratified_order
-from .train import TrainConfig, finetune, forward_loss
 
 # %% auto #0
 __all__ = ['RULES', 'Cost', 'hard_labels', 'label_report', 'report_row', 'entropy', 'entropy_filter', 'entropy_threshold_filter',
@@ -512,6 +510,7 @@ def student_oof_probs(texts:list[str], # training texts
                      ) -> tuple[np.ndarray, float]:
     "Cross-validated out-of-sample probabilities of the fine-tuned student, and the seconds it took."
     from sklearn.model_selection import StratifiedKFold
+    from labelnb.train import TrainConfig, finetune
     from tqdm.auto import tqdm
     K, cfg = len(label_names), config or TrainConfig()
     y = _ids(labels, 'labels', K)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt, seaborn as sns
 
-from .sweep import Experiment, add_sweep_cli
+from .experiment import Experiment
 from .analysis import stability, plateaus, plot_learning_curves
 
 # %% auto #0
@@ -323,5 +323,6 @@ def add_report_cli(subparsers):
 
 def add_cli(subparsers):
     "Register `labelnb sweep` and `labelnb report` on the `labelnb` command's sub-parsers; each sets `func`, to be called with the parsed args."
+    from labelnb.sweep import add_sweep_cli   # papermill and Jupyter only when the command line is built
     add_sweep_cli(subparsers); add_report_cli(subparsers)
     return subparsers

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, psutil, pytest
 
 from labelnb.data import get_spec
-from labelnb.sweep import (Experiment, expand_grid, run_id, run_sweep, sweep_status, sample, training_labels, annotator_labels,
-                           check_experiment)
+from labelnb.experiment import Experiment, run_id, sample, training_labels, annotator_labels, check_experiment
+from labelnb.sweep import expand_grid, run_sweep, sweep_status
 from labelnb.report import build_report, collect, table, add_cli
 
 ROOT = Path(__file__).parents[1]
@@ -215,7 +215,7 @@ def test_annotator_mitigations_share_the_cache(tmp_path):
 
 def test_llm_mitigations_and_noise_controls(tmp_path):
     "Confident learning reuses its out-of-fold probabilities across seeds; forward correction reaches the loss; controls keep the error count."
-    from labelnb.sweep import run_experiment
+    from labelnb.experiment import run_experiment
     base = dict(dataset='toxic_jigsaw', source='llm:qwen2.5-7b', n_train=60, n_test=24, max_length=24, epochs=1, num_threads=1)
     tr = sample(Experiment(**base))[0]
     y_llm, gold = tr['llm:qwen2.5-7b'].to_numpy(), tr.label.to_numpy()
