@@ -16,27 +16,20 @@ import numpy as np, pandas as pd
 import labelnb
 from .data import get_spec, load, load_split, stratified_order, labels_of
 from .metrics import classification_metrics
-from .analysis import random_noise_like
-from .mitigate import (entropy_filter, consistency_ensemble, soft_labels, confident_learning, student_oof_probs,
-                              gold_set_correction, gold_only, small_gold_sample, estimate_confusion, hard_labels)
+from .mitigate import REMEDIES, RemedyInput, check_remedy, apply_remedy, student_oof_probs, hard_labels
 
 # %% auto #0
-__all__ = ['MITIGATIONS', 'NEEDS_DISTRIBUTIONS', 'ID_BASELINE', 'SECRET_NAME', 'Experiment', 'check_experiment', 'run_id',
-           'sample_with_demos', 'check_disjoint', 'sample', 'annotator_labels', 'train_config', 'oof_probs',
-           'training_labels', 'secret_values', 'redact', 'write_atomic', 'save_run', 'git_commit', 'versions',
-           'balance_weights', 'run_experiment']
+__all__ = ['ID_BASELINE', 'SECRET_NAME', 'Experiment', 'check_experiment', 'run_id', 'sample_with_demos', 'check_disjoint',
+           'sample', 'annotator_labels', 'train_config', 'oof_probs', 'training_labels', 'secret_values', 'redact',
+           'write_atomic', 'save_run', 'git_commit', 'versions', 'balance_weights', 'run_experiment']
 
 # %% ../nbs/05a_experiment.ipynb #63794c92
-MITIGATIONS = {'none': 0.0, 'entropy': 0.05, 'ensemble': 5.0, 'soft': 1.0,           # each mitigation's default setting
-               'cleanlab': 3.0, 'relabel': 100.0, 'forward': 100.0, 'goldonly': 100.0, 'random_rate': 0.0, 'random_confusion': 0.0}
-NEEDS_DISTRIBUTIONS = ('entropy', 'soft')  # these need the annotator's label distributions
-
 @dataclass
 class Experiment:
     "One grid point: every setting that changes a run's result. The defaults make a tiny run."
     dataset:str='imdb' # registered dataset (`labelnb.data`), e.g. imdb, toxic, sst2, toxic_jigsaw, manifestos:morality
     source:str='gold' # label source: 'gold', 'llm:<name>' (a real LLM's labels) or 'annotator' (labelnb's in-process LLM)
-    mitigation:str='none' # what to do to the labels: one of `MITIGATIONS` (see above)
+    mitigation:str='none' # what to do to the labels: a remedy of `labelnb.mitigate.REMEDIES` (see below)
     setting:float=0.0 # its knob (entropy alpha, ensemble k, soft temperature, cleanlab folds, gold k); 0 = its default
     seed:int=0 # fine-tuning seed: head initialisation, data order, validation split
     sample_seed:int=0 # training sample and demonstration draw, fixed across `seed`s
@@ -66,23 +59,9 @@ class Experiment:
         if self.llm_dtype not in ('float32', 'bfloat16', 'auto'):
             raise ValueError(f"llm_dtype: expected 'float32', 'bfloat16' or 'auto', got {self.llm_dtype!r}")
         if self.answer not in ('index', 'word'): raise ValueError(f"answer: expected 'index' or 'word', got {self.answer!r}")
-        if self.mitigation not in MITIGATIONS:
-            raise ValueError(f"mitigation: {self.mitigation!r} unknown; choose one of {list(MITIGATIONS)}")
         if not (self.source in ('gold', 'annotator') or (self.source.startswith('llm:') and len(self.source) > 4)):
             raise ValueError(f"source: {self.source!r} is not 'gold', 'annotator' or 'llm:<name>'")
-        if self.mitigation in NEEDS_DISTRIBUTIONS and self.source != 'annotator':
-            raise ValueError(f"mitigation: {self.mitigation!r} works on the annotator's label distributions; "
-                             f"use source='annotator' (got source={self.source!r})")
-        if self.mitigation != 'none' and self.source == 'gold':
-            raise ValueError(f"mitigation: {self.mitigation!r} needs LLM labels to work on; got source='gold'")
-        if self.setting == 0: self.setting = MITIGATIONS[self.mitigation]
-        if self.mitigation == 'none': self.setting = 0.0
-        if self.mitigation == 'entropy' and not 0 < self.setting <= 1: raise ValueError(f"setting: entropy alpha must be in (0, 1], got {self.setting}")
-        if self.mitigation == 'ensemble' and (self.setting < 2 or self.setting != int(self.setting)):
-            raise ValueError(f"setting: ensemble k must be a whole number >= 2, got {self.setting}")
-        if self.mitigation == 'soft' and self.setting <= 0: raise ValueError(f"setting: soft temperature must be > 0, got {self.setting}")
-        if self.mitigation in ('cleanlab', 'relabel', 'forward', 'goldonly') and (self.setting < 2 or self.setting != int(self.setting)):
-            raise ValueError(f"setting: {self.mitigation} needs a whole number >= 2 (folds or gold labels), got {self.setting}")
+        self.setting = check_remedy(self.mitigation, self.setting, self.source)  # its default for 0, its own check
         for name in ('n_train', 'n_test', 'epochs', 'batch_size', 'max_length'):
             if getattr(self, name) < 1: raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
 
@@ -114,9 +93,7 @@ def check_experiment(exp:Experiment) -> Experiment:
         if name not in train_llm:
             raise ValueError(f"source: {exp.source!r} has no training labels in {spec.name!r}; "
                              f"available: {['gold', 'annotator'] + [f'llm:{s}' for s in train_llm]}")
-        if exp.mitigation == 'ensemble' and exp.setting > len(train_llm):
-            raise ValueError(f"setting: an ensemble of real LLM labels needs k <= {len(train_llm)}, the LLMs with labels in "
-                             f"{spec.name!r} ({train_llm}); got k={exp.setting:g}")
+    check_remedy(exp.mitigation, exp.setting, exp.source, spec)   # what the remedy needs of the data
     return exp
 
 # %% ../nbs/05a_experiment.ipynb #343381ae
@@ -220,12 +197,6 @@ def oof_probs(exp:Experiment, # settings (the student's, and `setting` = folds)
         np.savez(tmp, probs=P, seconds=secs); os.replace(tmp, path)
     return P, secs
 
-def _random_like(y, gold, K, seed, mode):
-    "The LLM's errors moved to random items (abstentions stay where they are)."
-    out, m = y.copy(), y >= 0
-    out[m] = random_noise_like(gold[m], y[m], K, seed=seed, mode=mode)
-    return out
-
 def training_labels(exp:Experiment, # settings
                     train:pd.DataFrame, # training sample: `text`, gold `label`, `llm:<name>` columns
                     pool:pd.DataFrame, # demonstration pool (for the annotator)
@@ -235,40 +206,28 @@ def training_labels(exp:Experiment, # settings
                    ) -> tuple[np.ndarray, dict]:
     "Labels to train on (class ids, -1 = dropped, or [n, K] distributions) and a report: accuracy vs gold, kept, gold and LLM calls spent."
     gold, K = train.label.to_numpy(), get_spec(exp.dataset).num_labels
-    probs, caught, m, k = None, [], exp.mitigation, int(exp.setting)
+    probs, more = None, None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         if exp.source == 'gold': y, info = gold.copy(), dict(gold_spent=len(gold), annotation_calls=0)
-        elif exp.source.startswith('llm:'): y = labels_of(train, exp.source); info = dict(gold_spent=0, annotation_calls=len(y))
+        elif exp.source.startswith('llm:'):
+            y = labels_of(train, exp.source); info = dict(gold_spent=0, annotation_calls=len(y))
+            def more(k):  # the source and the dataset's next k-1 released LLMs
+                members = [exp.source] + [c for c in train.columns if c.startswith('llm:') and c != exp.source][:k - 1]
+                if len(members) < k: raise ValueError(f"setting: ensemble k={k} but only {members} have labels in this sample")
+                return np.stack([labels_of(train, c) for c in members]), members
         else:
             ann = annotator_labels(exp, train.text, pool, exp.sample_seed, cache, progress)
             y, probs = ann.label.to_numpy(), np.stack(ann.probs.to_numpy())
             info = dict(gold_spent=0, annotation_calls=len(y), annotator=ann.model.iloc[0],
                         annotator_accuracy=float((y == gold).mean()))
-        r = {}
-        if m == 'entropy': y, r = entropy_filter(y, probs, gold, alpha=exp.setting)
-        elif m == 'ensemble' and exp.source == 'annotator':
-            M = [y] + [annotator_labels(exp, train.text, pool, exp.sample_seed + j, cache, progress).label.to_numpy()
-                       for j in range(1, k)]
-            y, r = consistency_ensemble(np.stack(M), gold, 'flip_to_gold', K=K)
-        elif m == 'ensemble':  # a real LLM source: the source and the dataset's next k-1 released LLMs
-            members = [exp.source] + [c for c in train.columns if c.startswith('llm:') and c != exp.source][:k - 1]
-            if len(members) < k: raise ValueError(f"setting: ensemble k={k} but only {members} have labels in this sample")
-            y, r = consistency_ensemble(np.stack([labels_of(train, c) for c in members]), gold, 'flip_to_gold', K=K)
-            info.update(ensemble_members=members)
-        elif m == 'soft': y, r = soft_labels(probs, gold, temperature=exp.setting)
-        elif m == 'cleanlab':
-            P, secs = oof_probs(exp, train.text, y, oof_dir)
-            y, r = confident_learning(y, P, gold, action='drop', train_seconds=secs)
-            info.update(flagged=r['flagged'], flag_precision=r.get('flag_precision'), errors_found=r.get('errors_found'), oof_seconds=secs)
-        elif m == 'relabel': y, r = gold_set_correction(y, gold, K, k=k, seed=exp.sample_seed, output='soft')
-        elif m == 'forward':
-            idx = small_gold_sample(gold, k, exp.sample_seed)
-            T = estimate_confusion(gold[idx], y[idx], K)
-            info.update(transition=T.tolist(), gold_spent=k)
-        elif m == 'goldonly': y, r = gold_only(gold, K, k=k, seed=exp.sample_seed)
-        elif m in ('random_rate', 'random_confusion'): y = _random_like(y, gold, K, exp.sample_seed, m.split('_')[1])
-        if r: info.update(gold_spent=r.get('gold_spent', 0), annotation_calls=r['cost'].annotation_calls)
+            def more(k):  # the same annotator prompted with k demonstration sets, the first one's labels being `y`
+                return np.stack([y] + [annotator_labels(exp, train.text, pool, exp.sample_seed + j, cache, progress).label.to_numpy()
+                                       for j in range(1, k)]), None
+        inp = RemedyInput(y, gold, K, exp.setting, exp.sample_seed, probs=probs, more=more,
+                          oof=lambda labels: oof_probs(exp, train.text, labels, oof_dir))
+        y, spent = apply_remedy(exp.mitigation, inp)
+        info.update(spent)
     hard = hard_labels(y)
     kept = hard >= 0
     info.update(n=len(hard), kept=int(kept.sum()), label_accuracy=float((hard[kept] == gold[kept]).mean()) if kept.any() else float('nan'),

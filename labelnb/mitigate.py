@@ -7,18 +7,22 @@ Docs: https://labelnb.github.io/labelnb/mitigate.html.md"""
 # %% ../nbs/05_mitigate.ipynb #130d6e8f
 from __future__ import annotations
 import time, warnings
+from typing import Callable
 from dataclasses import dataclass, asdict
 from itertools import combinations
 import numpy as np, pandas as pd
 import krippendorff
 from scipy.stats import entropy as _sp_entropy
-from .data import stratified_order
+from .data import stratified_order, get_spec
+from .analysis import random_noise_like
 
 # %% auto #0
-__all__ = ['RULES', 'Cost', 'hard_labels', 'label_report', 'report_row', 'entropy', 'entropy_filter', 'entropy_threshold_filter',
-           'entropy_sweep', 'confidence_to_probs', 'synthetic_annotator', 'stack_sources', 'consistency_ensemble',
-           'ensemble_table', 'soft_labels', 'small_gold_sample', 'estimate_confusion', 'noisy_labels', 'correct_labels',
-           'gold_set_correction', 'gold_only', 'confident_learning', 'student_oof_probs', 'tfidf_oof_probs']
+__all__ = ['RULES', 'REMEDIES', 'NEEDS', 'Cost', 'hard_labels', 'label_report', 'report_row', 'entropy', 'entropy_filter',
+           'entropy_threshold_filter', 'entropy_sweep', 'confidence_to_probs', 'synthetic_annotator', 'stack_sources',
+           'consistency_ensemble', 'ensemble_table', 'soft_labels', 'small_gold_sample', 'estimate_confusion',
+           'noisy_labels', 'correct_labels', 'gold_set_correction', 'gold_only', 'confident_learning',
+           'student_oof_probs', 'tfidf_oof_probs', 'RemedyInput', 'Remedy', 'register_remedy', 'check_remedy',
+           'apply_remedy']
 
 # %% ../nbs/05_mitigate.ipynb #b7a69bf5
 @dataclass
@@ -545,3 +549,123 @@ def tfidf_oof_probs(texts:list[str], # training texts
         m = LogisticRegression(C=4.0, solver='saga', max_iter=3000, random_state=seed).fit(X[tr], y[tr])
         P[np.ix_(te, m.classes_)] = m.predict_proba(X[te])
     return P, time.perf_counter() - t0
+
+# %% ../nbs/05_mitigate.ipynb #7043ad9d
+@dataclass
+class RemedyInput:
+    "What a remedy works with: the source's labels and, where the source has them, distributions, more annotations, out-of-fold probabilities."
+    y:np.ndarray # the source's class ids (-1 = abstention)
+    gold:np.ndarray # gold class ids of the same items (what a bought gold label is)
+    K:int # number of classes
+    setting:float # the remedy's knob (checked by `check_remedy`)
+    seed:int=0 # which gold items are bought, which items get the random errors
+    probs:np.ndarray|None=None # [n, K] label distributions (labelnb's annotator)
+    more:Callable|None=None # k -> ([k, n] labels of k prompts or models, the source first; their names or None)
+    oof:Callable|None=None # labels -> (out-of-fold student probabilities [n, K], seconds spent)
+
+@dataclass(frozen=True)
+class Remedy:
+    "A remedy a run can name: what it needs, its default setting, the check of its setting and the function that applies it."
+    name:str # the word a grid uses (`Experiment.mitigation`)
+    apply:Callable # RemedyInput -> (labels: class ids, -1 = dropped, or [n, K] distributions; info: what it spent and found)
+    default:float=0. # the setting a run gets when it says 0
+    needs:tuple=() # of 'distributions', 'models', 'gold', 'oof'
+    check:Callable|None=None # (setting, source, spec or None) -> an error message, or None when the setting is fine
+    knob:str|None=None # what the setting is (alpha, k, temperature, folds, gold labels); None = the remedy takes none
+    doc:str='' # one line: what it does
+
+REMEDIES:dict[str, Remedy] = {}
+NEEDS = {'distributions': 'probs', 'models': 'more', 'gold': 'gold', 'oof': 'oof'}  # a need -> the RemedyInput field that meets it
+
+def register_remedy(r:Remedy) -> Remedy:
+    "Add `r` to `REMEDIES`, so a grid can name it."
+    bad = set(r.needs) - set(NEEDS)
+    if bad: raise ValueError(f"needs: unknown {sorted(bad)}; choose from {list(NEEDS)}")
+    REMEDIES[r.name] = r
+    return r
+
+def check_remedy(name:str, # the remedy (`Experiment.mitigation`)
+                 setting:float, # its knob; 0 = its default
+                 source:str, # the label source: 'gold', 'annotator' or 'llm:<name>'
+                 spec=None, # the dataset's `DatasetSpec`, for checks that need the data (e.g. how many LLMs labelled it)
+                ) -> float:
+    "The setting a run of `name` on `source` uses (its default for 0), or a ValueError saying what is wrong."
+    if name not in REMEDIES: raise ValueError(f"mitigation: {name!r} unknown; choose one of {list(REMEDIES)}")
+    r = REMEDIES[name]
+    if name == 'none': return 0.0
+    if 'distributions' in r.needs and source != 'annotator':
+        raise ValueError(f"mitigation: {name!r} works on the annotator's label distributions; use source='annotator' (got source={source!r})")
+    if source == 'gold': raise ValueError(f"mitigation: {name!r} needs LLM labels to work on; got source='gold'")
+    s = float(r.default if setting == 0 else setting)
+    if r.knob is None and s != 0: raise ValueError(f"setting: {name!r} takes no setting; got {setting}")
+    msg = r.check(s, source, spec) if r.check else None
+    if msg: raise ValueError(f"setting: {msg}")
+    return s
+
+def apply_remedy(name:str, # the remedy
+                 inp:RemedyInput, # the labels and what else the source offers
+                ) -> tuple[np.ndarray, dict]:
+    "The labels remedy `name` makes from `inp`, and what it spent (gold labels, LLM calls) and found."
+    if name not in REMEDIES: raise ValueError(f"mitigation: {name!r} unknown; choose one of {list(REMEDIES)}")
+    r = REMEDIES[name]
+    missing = [n for n in r.needs if getattr(inp, NEEDS[n]) is None]
+    if missing: raise ValueError(f"mitigation: {name!r} needs {missing}, which this label source does not provide")
+    return r.apply(inp)
+
+# %% ../nbs/05_mitigate.ipynb #a4244bd5
+def _spent(r:dict) -> dict: return dict(gold_spent=r.get('gold_spent', 0), annotation_calls=r['cost'].annotation_calls)
+
+def _whole(name:str, what:str):
+    "Check: the setting is a whole number >= 2."
+    return lambda s, source, spec: None if s >= 2 and s == int(s) else f"{name} needs a whole number >= 2 ({what}), got {s:g}"
+
+def _ensemble_check(s, source, spec):
+    if s < 2 or s != int(s): return f"ensemble k must be a whole number >= 2, got {s:g}"
+    if spec is not None and source.startswith('llm:'):
+        train_llm = [n for n, per in spec.llm.items() if 'train' in per or spec.test is None]
+        if s > len(train_llm): return (f"an ensemble of real LLM labels needs k <= {len(train_llm)}, the LLMs with labels in "
+                                       f"{spec.name!r} ({train_llm}); got k={s:g}")
+
+def _ensemble(inp):
+    M, names = inp.more(int(inp.setting))
+    y, r = consistency_ensemble(M, inp.gold, 'flip_to_gold', K=inp.K)
+    return y, {**({} if names is None else dict(ensemble_members=names)), **_spent(r)}
+
+def _cleanlab(inp):
+    P, secs = inp.oof(inp.y)
+    y, r = confident_learning(inp.y, P, inp.gold, action='drop', train_seconds=secs)
+    return y, dict(flagged=r['flagged'], flag_precision=r.get('flag_precision'), errors_found=r.get('errors_found'), oof_seconds=secs, **_spent(r))
+
+def _forward(inp):
+    k = int(inp.setting); idx = small_gold_sample(inp.gold, k, inp.seed)
+    return inp.y, dict(transition=estimate_confusion(inp.gold[idx], inp.y[idx], inp.K).tolist(), gold_spent=k)
+
+def _random_like(mode):
+    "The LLM's errors moved to random items (abstentions stay where they are)."
+    def apply(inp):
+        out, m = inp.y.copy(), inp.y >= 0
+        out[m] = random_noise_like(inp.gold[m], inp.y[m], inp.K, seed=inp.seed, mode=mode)
+        return out, {}
+    return apply
+
+for _r in [
+    Remedy('none', lambda inp: (inp.y, {}), doc='the source as it is'),
+    Remedy('entropy', lambda inp: (lambda y, r: (y, _spent(r)))(*entropy_filter(inp.y, inp.probs, inp.gold, alpha=inp.setting)), 0.05,
+           ('distributions', 'gold'), lambda s, *_: None if 0 < s <= 1 else f"entropy alpha must be in (0, 1], got {s:g}", 'alpha',
+           'gold labels for the top-alpha highest-entropy items (the paper)'),
+    Remedy('ensemble', _ensemble, 5., ('models', 'gold'), _ensemble_check, 'k',
+           'gold labels where k prompts (the annotator) or k released LLMs disagree (the paper)'),
+    Remedy('soft', lambda inp: (lambda y, r: (y, _spent(r)))(*soft_labels(inp.probs, inp.gold, temperature=inp.setting)), 1.,
+           ('distributions',), lambda s, *_: None if s > 0 else f"soft temperature must be > 0, got {s:g}", 'temperature',
+           "train on the annotator's distributions"),
+    Remedy('cleanlab', _cleanlab, 3., ('oof',), _whole('cleanlab', 'folds'), 'folds',
+           "drop what confident learning flags from the student's out-of-fold probabilities"),
+    Remedy('relabel', lambda inp: (lambda y, r: (y, _spent(r)))(*gold_set_correction(inp.y, inp.gold, inp.K, k=int(inp.setting), seed=inp.seed, output='soft')),
+           100., ('gold',), _whole('relabel', 'gold labels'), 'gold labels', 'posterior P(true | LLM label) from k gold labels'),
+    Remedy('forward', _forward, 100., ('gold',), _whole('forward', 'gold labels'), 'gold labels',
+           "the LLM's confusion matrix from k gold labels, corrected in the loss"),
+    Remedy('goldonly', lambda inp: (lambda y, r: (y, _spent(r)))(*gold_only(inp.gold, inp.K, k=int(inp.setting), seed=inp.seed)), 100.,
+           ('gold',), _whole('goldonly', 'gold labels'), 'gold labels', 'those k gold labels alone (the baseline for relabel and forward)'),
+    Remedy('random_rate', _random_like('rate'), doc="control: the LLM's error count on random items"),
+    Remedy('random_confusion', _random_like('confusion'), doc="control: the LLM's confusion matrix on random items"),
+]: register_remedy(_r)

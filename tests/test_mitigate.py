@@ -269,3 +269,25 @@ def test_soft_labels_report():
     q2, rep2 = soft_labels(p, gold, temperature=0.5)
     assert np.allclose(q2, p**2/(p**2).sum(1, keepdims=True)) and rep2['mean_entropy'] < rep['mean_entropy']
     with pytest.raises(ValueError, match='probs rows'): soft_labels(p*2)
+
+
+def test_a_new_remedy_touches_mitigate_alone(tmp_path):
+    "A remedy registered in labelnb.mitigate is checked, applied and recorded by a run without any change to the experiment."
+    from labelnb.mitigate import REMEDIES, Remedy, register_remedy
+    from labelnb.experiment import Experiment, run_id, sample, training_labels
+    def first_k_gold(inp):   # buy gold for the first k items
+        k = int(inp.setting); y = inp.y.copy(); y[:k] = inp.gold[:k]
+        return y, dict(gold_spent=k)
+    register_remedy(Remedy('first_gold', first_k_gold, 10., ('gold',),
+                           lambda s, *_: None if s >= 1 and s == int(s) else f"first_gold k must be a whole number >= 1, got {s:g}", 'k'))
+    try:
+        e = Experiment(dataset='toxic_jigsaw', source='llm:qwen2.5-7b', mitigation='first_gold', n_train=60)
+        assert e.setting == 10 and '-first_gold10-' in run_id(e)
+        with pytest.raises(ValueError, match='first_gold k must be'): Experiment(source='llm:llama2-70b', mitigation='first_gold', setting=0.5)
+        with pytest.raises(ValueError, match='needs LLM labels'): Experiment(mitigation='first_gold')
+        tr = sample(e)[0]
+        y, info = training_labels(e, tr, None)
+        llm, gold = tr['llm:qwen2.5-7b'].to_numpy(), tr.label.to_numpy()
+        assert (y[:10] == gold[:10]).all() and (y[10:] == llm[10:]).all() and info['gold_spent'] == 10
+    finally: REMEDIES.pop('first_gold', None)
+    with pytest.raises(ValueError, match='unknown'): Experiment(source='llm:llama2-70b', mitigation='first_gold')
