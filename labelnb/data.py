@@ -6,14 +6,14 @@ Docs: https://labelnb.github.io/labelnb/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #4e9af836
 from __future__ import annotations
-import json, os, warnings
+import json, os, re, warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['REGISTRY', 'TRAIN_CAP', 'TEST_CAP', 'data_root', 'read_table', 'DatasetSpec', 'get_spec', 'register', 'load_split',
-           'stratified_order', 'load', 'labels_of', 'agreement']
+__all__ = ['REGISTRY', 'TRAIN_CAP', 'TEST_CAP', 'data_root', 'read_table', 'DatasetSpec', 'get_spec', 'register', 'offline',
+           'load_split', 'stratified_order', 'load', 'labels_of', 'agreement']
 
 # %% ../nbs/00_data.ipynb #a2c5ca17
 def data_root(root:str|Path|None=None, # folder to use; overrides `LABELNB_DATA`
@@ -28,20 +28,27 @@ def data_root(root:str|Path|None=None, # folder to use; overrides `LABELNB_DATA`
     return None
 
 # %% ../nbs/00_data.ipynb #7ca0c1a5
-def read_table(path:str|Path, # a .csv/.tsv/.parquet/.jsonl/.json file, optionally .gz
+def read_table(path:str|Path, # a .csv/.tsv/.parquet/.jsonl/.json file, optionally .gz; or an http(s) URL of one
                **kwargs, # passed to the pandas reader
               ) -> pd.DataFrame:
-    "Read a local table, choosing the pandas reader from the file's suffix."
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Dataset file not found: {path}. Set LABELNB_DATA to the folder holding the data, "
-                                f"or give an absolute path in the spec.")
-    name = path.name.lower().removesuffix('.gz')
-    if name.endswith('.parquet'): return pd.read_parquet(path, **kwargs)
-    if name.endswith('.jsonl'): return pd.read_json(path, lines=True, **kwargs)
-    if name.endswith('.json'): return pd.read_json(path, **kwargs)
-    if name.endswith(('.tsv', '.tab')) or 'SMSSpam' in path.name: return pd.read_csv(path, sep='\t', **kwargs)
-    return pd.read_csv(path, **kwargs)
+    "Read a table, choosing the pandas reader from the file's suffix; errors name the file."
+    url = isinstance(path, str) and re.match(r'https?://', path) is not None
+    if not url:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"Dataset file not found: {path}. Set LABELNB_DATA to the folder holding the data, "
+                                    f"or give an absolute path in the spec.")
+    fname = str(path).rsplit('/', 1)[-1]; name = fname.lower().removesuffix('.gz')
+    try:
+        if name.endswith('.parquet'): return pd.read_parquet(path, **kwargs)
+        if name.endswith('.jsonl'): return pd.read_json(path, lines=True, **kwargs)
+        if name.endswith('.json'): return pd.read_json(path, **kwargs)
+        if name.endswith(('.tsv', '.tab')) or 'SMSSpam' in fname: return pd.read_csv(path, sep='\t', **kwargs)
+        return pd.read_csv(path, **kwargs)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8, "
+                         f"or pass its encoding in the spec's read_kw, e.g. read_kw={{'encoding': 'latin-1'}}") from None
+    except pd.errors.EmptyDataError: raise ValueError(f"{path}: the file is empty (no header, no rows)") from None
 
 # %% ../nbs/00_data.ipynb #5cdc3823
 @dataclass
@@ -62,6 +69,7 @@ class DatasetSpec:
     read_kw:dict=field(default_factory=dict) # passed to the reader
     row_filter:str|None=None # column that must be non-null for a row to count (e.g. crowd-coded rows only)
     about:str='' # where it comes from
+    online:dict=field(default_factory=dict) # file -> where to fetch it when the local copy is missing: 'hf:<hub name>@<split>' or an https URL
 
     def __post_init__(self):
         if len(self.labels) < 2: raise ValueError(f"DatasetSpec {self.name!r}: `labels` needs at least two classes, got {self.labels}")
@@ -76,6 +84,8 @@ class DatasetSpec:
     def sources(self): return ['gold'] + [f'llm:{s}' for s in self.llm]
 
 # %% ../nbs/00_data.ipynb #342229b6
+def _gh(repo, commit, path): return f"https://raw.githubusercontent.com/{repo}/{commit}/{path}"
+
 _SENTIMENT = ['negative', 'positive']
 _SENT_DESC = ['the text expresses a negative opinion', 'the text expresses a positive opinion']
 
@@ -87,7 +97,8 @@ def _imdb(_=None):
                             'test': ('imdb/llm_labels_test.csv.gz', 'llm_llama2_70b_chat')},
              'gpt-3.5': {'test': ('imdb/llm_labels_test.csv.gz', 'llm_gpt35_turbo')},
              'gpt-4': {'test': ('imdb/llm_labels_test.csv.gz', 'llm_gpt4')}},
-        about='aclImdb (Maas et al. 2011); LLM labels from LlamBERT (Csanady et al. 2024)')
+        about='aclImdb (Maas et al. 2011); LLM labels from LlamBERT (Csanady et al. 2024)',
+        online={'imdb/train.csv.gz': 'hf:stanfordnlp/imdb@train', 'imdb/test.csv.gz': 'hf:stanfordnlp/imdb@test'})
 
 def _toxic(_=None):
     return DatasetSpec('toxic', 'Classify a tweet as hate speech, offensive language, or neither.',
@@ -96,7 +107,9 @@ def _toxic(_=None):
          'the tweet is offensive or vulgar but is not hate speech', 'the tweet is neither hateful nor offensive'],
         train='hate_davidson/labeled_data.csv.gz', text_col='tweet', label_col='class',
         soft_cols=['hate_speech', 'offensive_language', 'neither'],
-        about='Davidson et al. 2017, crowd-coded (vote counts give soft gold)')
+        about='Davidson et al. 2017, crowd-coded (vote counts give soft gold)',
+        online={'hate_davidson/labeled_data.csv.gz': _gh('t-davidson/hate-speech-and-offensive-language',
+                                                         'cb50f7e9eb855a99abc51423bf40df0e26d6fe30', 'data/labeled_data.csv')})
 
 _TOPICS = {'morality': 'Traditional Morality', 'protectionism': 'Protectionism', 'military': 'Military',
            'nationalway': 'National Way of Life'}
@@ -106,12 +119,15 @@ def _manifestos(topic='morality'):
     if topic not in _TOPICS: raise ValueError(f"manifestos topic {topic!r} unknown; choose one of {list(_TOPICS)}")
     t = _TOPICS[topic]; has_test = topic in ('morality', 'protectionism')
     stem = f'manifestos/laurer_stance/df_manifesto_{topic}'
+    commit = '1b316b92a2e0e11e1097b3d7abc85631646508f8' if topic == 'nationalway' else 'f31c640902202490256d3ca95c454c39bd3c7551'
+    src = lambda part: _gh('MoritzLaurer/less-annotating-with-bert-nli', commit, f'data_clean/df_manifesto_{topic}_{part}.csv')
     return DatasetSpec(f'manifestos:{topic}', f'Classify the stance of a sentence from a party manifesto towards {t}.',
         ['positive', 'negative', 'other'],
         [f'the sentence is favourable to {t}', f'the sentence is unfavourable to {t}', f'the sentence is about something else'],
         train=f'{stem}_train.csv.gz', test=f'{stem}_test.csv.gz' if has_test else None,
         text_col='text_original', label_col='label_text', label_values=[f'{t}: Positive', f'{t}: Negative', 'Other'],
-        about='Manifesto Project sentences, stance tasks of Laurer et al. 2024')
+        about='Manifesto Project sentences, stance tasks of Laurer et al. 2024',
+        online={f'{stem}_{part}.csv.gz': src(part) for part in (['train', 'test'] if has_test else ['train'])})
 
 def _uk_crowd(_=None):
     return DatasetSpec('uk_crowd', 'Classify the policy area of a sentence from a UK party manifesto.',
@@ -152,12 +168,16 @@ def _mr(_=None):
     return DatasetSpec('mr', 'Classify the sentiment of a movie-review sentence as positive or negative.', _SENTIMENT, _SENT_DESC,
         train='mr_freeal/train.csv', test='mr_freeal/test.csv', read_kw=kw,
         llm={'chatgpt': {'train': ('mr_freeal/train_chat_bt.csv', 'llm', dict(header=None, names=['llm', 'text', 'bt']))}},
-        about='MR (Pang & Lee 2005); ChatGPT labels from FreeAL (Xiao et al. 2023)')
+        about='MR (Pang & Lee 2005); ChatGPT labels from FreeAL (Xiao et al. 2023)',
+        online={f'mr_freeal/{f}': _gh('Justherozen/FreeAL', 'fb3a5d932ecf8992961f3f89098213019ca20fa3', f'self_training_slm/data_in/mr/{f}')
+                for f in ('train.csv', 'test.csv', 'train_chat_bt.csv')})
 
 def _sst2(_=None):
     return DatasetSpec('sst2', 'Classify the sentiment of a movie-review sentence as positive or negative.', _SENTIMENT, _SENT_DESC,
         train='small_standard/sst2/train.tsv', test='small_standard/sst2/test.tsv',
-        text_col={'train': 'sentence', 'test': 'content'}, about='SST-2 (Socher et al. 2013)')
+        text_col={'train': 'sentence', 'test': 'content'}, about='SST-2 (Socher et al. 2013)',
+        online={f'small_standard/sst2/{f}': _gh('awake020/pytorch_Bert_sst2', 'ce2ab1719d32182e6233b24b2de246bd32814fde', f'SST-2/{f}')
+                for f in ('train.tsv', 'test.tsv')})
 
 REGISTRY = {'imdb': _imdb, 'toxic': _toxic, 'manifestos': _manifestos, 'uk_crowd': _uk_crowd, 'ecommerce': _ecommerce,
             'toxic_jigsaw': _toxic_jigsaw, 'mr': _mr, 'sst2': _sst2}
@@ -183,13 +203,35 @@ def _need(df, cols, where):
     miss = [c for c in cols if c not in df.columns]
     if miss: raise KeyError(f"{where}: missing column(s) {miss}; the file has {list(df.columns)}")
 
-def _read(spec, fname, root, read_kw=None):
-    if fname.startswith('hf:'):
+_OFFLINE_VARS = ('LABELNB_OFFLINE', 'HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE')
+
+def offline() -> str|None:
+    "The environment variable that keeps labelnb offline (`LABELNB_OFFLINE`, `HF_HUB_OFFLINE`, `HF_DATASETS_OFFLINE` set to 1), or None."
+    return next((v for v in _OFFLINE_VARS if os.environ.get(v, '').lower() in ('1', 'true', 'yes', 'on')), None)
+
+def _fetch(src, read_kw):
+    if src.startswith('hf:'):
         import datasets
-        hub, _, split = fname[3:].partition('@')
+        hub, _, split = src[3:].partition('@')
         return datasets.load_dataset(hub, split=split or 'train').to_pandas()
-    p = Path(fname)
-    return read_table(p if p.is_absolute() else (root or Path('.'))/p, **(spec.read_kw if read_kw is None else read_kw))
+    return read_table(src, **read_kw)
+
+def _read(spec, fname, root, read_kw=None, origin=False):
+    "Read `fname` of `spec`: a hub dataset, a local file, or, when the local file is missing, its online source (`spec.online`)."
+    kw = spec.read_kw if read_kw is None else read_kw
+    if fname.startswith('hf:'): df, where = _fetch(fname, kw), fname
+    else:
+        p = Path(fname); p = p if p.is_absolute() else (root or Path('.'))/p
+        src = spec.online.get(fname)
+        if p.exists() or not src: df, where = read_table(p, **kw), 'local'
+        elif (var := offline()):
+            raise FileNotFoundError(f"Dataset file not found: {p}, and {var}=1 keeps labelnb offline, so it cannot fetch it from "
+                                    f"its public source {src}. Set LABELNB_DATA to the folder holding the data, or unset {var}.")
+        else:
+            try: df, where = _fetch(src, kw), src
+            except Exception as e:
+                raise FileNotFoundError(f"Dataset file not found: {p}; fetching it from {src} failed too: {type(e).__name__}: {e}") from None
+    return (df, where) if origin else df
 
 def _to_ids(values, spec, where, strict=True):
     "Map raw label values to class ids; out-of-set values raise (strict) or become -1."
@@ -215,27 +257,57 @@ def _split_off(df, y, frac, seed=0):
     test = np.sort(np.array(test, dtype=int)); train = np.setdiff1d(np.arange(len(df)), test)
     return train, test
 
+_REPORTED = set()
+
+def _check_texts(texts, file_rows, where):
+    "Raise on missing or blank texts, naming their rows in the file."
+    bad = texts.isna().to_numpy() | texts.astype(str).str.strip().eq('').to_numpy()
+    if bad.any():
+        rows = file_rows[bad]
+        raise ValueError(f"{where}: {int(bad.sum())} missing or blank text(s) at data row(s) {rows[:20].tolist()}"
+                         f"{' ...' if len(rows) > 20 else ''} of the file (0-based, header not counted); fix or drop them")
+
+def _report_conflicts(out, file_rows, where):
+    "Warn (once per file) about texts that appear more than once with different gold labels."
+    n = out.groupby('text', sort=False).label.transform('nunique').to_numpy()
+    if (n > 1).any() and where not in _REPORTED:
+        _REPORTED.add(where); rows = file_rows[n > 1]
+        warnings.warn(f"{where}: {out.text[n > 1].nunique()} text(s) appear more than once with different gold labels, at data rows "
+                      f"{rows[:12].tolist()}{' ...' if len(rows) > 12 else ''}; all copies are kept (the test split drops copies of training texts)")
+
 def load_split(name:str|DatasetSpec, # dataset name or spec
                split:str='train', # 'train' or 'test'
                root:str|Path|None=None, # data folder (default `data_root()`)
+               copies:str='drop', # test rows whose text is also a training text: 'drop' them, or 'mark' them in an `in_train` column
               ) -> pd.DataFrame:
     "The whole `split`: `text`, gold `label`, `llm:<source>` columns (-1 = abstention), `soft` vote shares if any."
     spec = get_spec(name); root = data_root(root)
     if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     fname = spec.train if (split == 'train' or spec.test is None) else spec.test
-    df = _read(spec, fname, root)
+    df, origin = _read(spec, fname, root, origin=True)
+    if len(df) == 0: raise ValueError(f"{fname}: the file has a header but no data rows")
+    df = df.reset_index(drop=True)
     if spec.row_filter:
         _need(df, [spec.row_filter], fname); df = df[df[spec.row_filter].notna()]
-    df = df.reset_index(drop=True)
+    file_rows = df.index.to_numpy(); df = df.reset_index(drop=True)
     tcol = _col(spec, split if spec.test is not None else 'train')
     _need(df, [tcol, spec.label_col], f"{fname} ({spec.name}, {split})")
+    _check_texts(df[tcol], file_rows, f"{fname}, column {tcol!r}")
     out = pd.DataFrame({'text': df[tcol].astype(str), 'label': _to_ids(df[spec.label_col], spec, f"{fname}, column {spec.label_col!r}")})
+    _report_conflicts(out, file_rows, f"{fname} ({spec.name})")
     out['row'] = np.arange(len(df))
     for src, per_split in spec.llm.items():
         f, col, *kw = per_split.get(split if spec.test is not None else 'train', (False, None))
         if f is False: continue
-        side = df if f is None else _read(spec, f, root, *kw)
-        if f is not None:
+        if f is None: side = df
+        else:
+            try: side, side_origin = _read(spec, f, root, *kw, origin=True)
+            except FileNotFoundError:
+                if origin == 'local': raise
+                warnings.warn(f"{spec.name}: {f} (llm:{src}) is not here and has no online source; loaded without llm:{src}"); continue
+            if (side_origin == 'local') != (origin == 'local'):  # a hub copy has its own row order: never join it to a local file
+                warnings.warn(f"{spec.name}: {fname} came from {origin} but {f} from {side_origin}: their rows need not align, "
+                              f"so llm:{src} is left out"); continue
             if len(side) != len(df): raise ValueError(f"{f}: {len(side)} rows, but {fname} has {len(df)}: LLM labels must be row-aligned")
         _need(side, [col], f"{f or fname} ({spec.name}, llm:{src})")
         out[f'llm:{src}'] = _to_ids(side[col], spec, f"{f or fname}, column {col!r}", strict=False)
@@ -244,8 +316,16 @@ def load_split(name:str|DatasetSpec, # dataset name or spec
         v = df[spec.soft_cols].to_numpy(float); out['soft'] = list(v/v.sum(1, keepdims=True))
     if spec.test is None:
         tr, te = _split_off(out, out.label.to_numpy(), spec.test_frac)
-        out = out.iloc[tr if split == 'train' else te].reset_index(drop=True)
-    return out
+        if split == 'train': return out.iloc[tr].reset_index(drop=True)
+        train_texts = set(out.text.iloc[tr]); out = out.iloc[te].reset_index(drop=True)
+    elif split == 'test':
+        tr = _read(spec, spec.train, root)
+        if spec.row_filter: tr = tr[tr[spec.row_filter].notna()]
+        _need(tr, [_col(spec, 'train')], f"{spec.train} ({spec.name}, train)"); train_texts = set(tr[_col(spec, 'train')].astype(str))
+    else: return out
+    copy = out.text.isin(train_texts).to_numpy()  # a text is never in both train and test
+    if copy.all(): raise ValueError(f"{fname}: every test text is also a training text ({spec.train}); nothing is left to test on")
+    return out.assign(in_train=copy) if copies == 'mark' else out[~copy].reset_index(drop=True)
 
 # %% ../nbs/00_data.ipynb #5244dd10
 def stratified_order(y:np.ndarray, # class ids
@@ -267,11 +347,16 @@ def load(name:str|DatasetSpec, # dataset name or spec
          seed:int=0, # training-sample seed (the test sample is fixed)
          root:str|Path|None=None, # data folder (default `data_root()`)
         ) -> pd.DataFrame:
-    "A reproducible, stratified sample of `split`, capped as in the paper."
-    full = load_split(name, split, root)
+    "A reproducible, stratified sample of `split`, capped as in the paper; an `n` larger than the split is an error."
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0):
+        raise ValueError(f"n must be a positive whole number, got {n!r}")
+    full = load_split(name, split, root, copies='mark')
+    copy = full.pop('in_train').to_numpy() if 'in_train' in full else np.zeros(len(full), bool)
+    if n is not None and n > (~copy).sum():
+        raise ValueError(f"n={n}, but the {split} split of {get_spec(name).name!r} has only {(~copy).sum()} rows")
     cap = n if n is not None else (TRAIN_CAP if split == 'train' else TEST_CAP)
-    if cap <= 0: raise ValueError(f"n must be positive, got {n}")
-    order = stratified_order(full.label.to_numpy(), seed if split == 'train' else 0)
+    order = stratified_order(full.label.to_numpy(), seed if split == 'train' else 0)  # over every row, so dropping a copy
+    order = order[~copy[order]]                                                        # moves no other row of the sample
     return full.iloc[order[:cap]].reset_index(drop=True)
 
 # %% ../nbs/00_data.ipynb #fdd60e8d
