@@ -13,6 +13,7 @@ __all__ = ['n_classes', 'check_labels', 'stack_runs', 'check_probs', 'stability'
 import warnings
 import numpy as np, pandas as pd
 import krippendorff
+from .labels import as_ids, as_probs, scores
 import matplotlib.pyplot as plt
 import seaborn as sns
 from scipy.special import rel_entr, entr
@@ -36,15 +37,9 @@ def check_labels(
     name:str='y', # argument name used in error messages
 )->np.ndarray:
     "Return `y` as an int array, raising a ValueError naming `name` if any id is NaN, fractional or outside 0..K-1."
-    a = np.asarray(y)
-    if a.dtype.kind == 'f':
-        if np.isnan(a).any(): raise ValueError(f"{name}: {int(np.isnan(a).sum())} NaN labels")
-        if (a != np.round(a)).any(): raise ValueError(f"{name}: labels must be integer class ids, got {a[a != np.round(a)][:5]}")
-    elif a.dtype.kind not in 'iub': raise ValueError(f"{name}: labels must be integer class ids, got dtype {a.dtype}")
-    a = a.astype(int)
-    bad = (a < 0) | (a >= K)
-    if bad.any(): raise ValueError(f"{name}: labels outside the label set 0..{K-1}: {sorted(set(a[bad].tolist()))[:10]} ({int(bad.sum())} items)")
-    return a
+    a = np.asarray(y)   # 1-D, or [R, n] for R runs
+    return as_ids(a.ravel(), K, name, abstain=False).reshape(a.shape)   # the one convention: labelnb.labels
+
 
 # %% ../nbs/04_analysis.ipynb #a13b1a4e
 def stack_runs(
@@ -68,14 +63,8 @@ def check_probs(
     atol:float=1e-4, # tolerance on row sums
 )->np.ndarray:
     "Return `p` as a float `[n, K]` array, raising a ValueError naming `name` on NaN, negative entries or rows not summing to 1."
-    a = np.asarray(p, dtype=float)
-    if a.ndim != 2 or a.shape[1] < 2: raise ValueError(f"{name}: expected an [n, K] matrix with K >= 2, got shape {a.shape}")
-    nan = np.isnan(a).any(1)
-    if nan.any(): raise ValueError(f"{name}: NaN probabilities in {int(nan.sum())} rows, e.g. rows {np.flatnonzero(nan)[:5].tolist()}")
-    if (a < 0).any(): raise ValueError(f"{name}: negative probabilities, e.g. {a[a < 0][:5]}")
-    s = a.sum(1); off = ~np.isclose(s, 1, atol=atol)
-    if off.any(): raise ValueError(f"{name}: rows must sum to 1, e.g. row {int(np.flatnonzero(off)[0])} sums to {s[off][0]:.4f}")
-    return a
+    return as_probs(p, name, nan_ok=False, atol=atol)   # the one convention: labelnb.labels
+
 
 # %% ../nbs/04_analysis.ipynb #17c26294
 def stability(
@@ -88,8 +77,8 @@ def stability(
     P = check_labels(stack_runs(preds, 'preds'), K, 'preds')
     y = check_labels(y_true, K, 'y_true')
     if len(y) != P.shape[1]: raise ValueError(f"y_true: has {len(y)} items but each run in preds has {P.shape[1]}")
-    acc = np.array([accuracy_score(y, p) for p in P])
-    f1 = np.array([f1_score(y, p, labels=list(range(K)), average='macro', zero_division=0) for p in P])
+    sc = [scores(y, p, K) for p in P]
+    acc, f1 = np.array([s['accuracy'] for s in sc]), np.array([s['macro_f1'] for s in sc])
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)  # 0/0 when every prediction is the same class -> NaN
         alpha = krippendorff.alpha(reliability_data=P, value_domain=list(range(K)), level_of_measurement='nominal')

@@ -16,7 +16,8 @@ import numpy as np, pandas as pd
 import labelnb
 from .data import get_spec, load, load_split, stratified_order, labels_of
 from .metrics import classification_metrics
-from .mitigate import REMEDIES, RemedyInput, check_remedy, apply_remedy, student_oof_probs, hard_labels
+from .labels import hard_labels
+from .mitigate import REMEDIES, RemedyInput, check_remedy, apply_remedy, student_oof_probs
 
 # %% auto #0
 __all__ = ['ID_BASELINE', 'SECRET_NAME', 'Experiment', 'check_experiment', 'run_id', 'sample_with_demos', 'check_disjoint',

@@ -7,7 +7,8 @@ Docs: https://labelnb.github.io/labelnb/metrics.html.md"""
 # %% ../nbs/03_metrics.ipynb #c21222eb
 from __future__ import annotations
 import numpy as np, pandas as pd
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import confusion_matrix, f1_score
+from .labels import as_ids, scores
 
 # %% auto #0
 __all__ = ['classification_metrics', 'metrics_row']
@@ -19,11 +20,7 @@ def _check(y_true, y_pred, labels):
         raise ValueError(f"y_true and y_pred must be 1-D and of equal length, got shapes {y_true.shape} and {y_pred.shape}")
     if len(y_true) == 0: raise ValueError("y_true is empty")
     K = len(labels)
-    if not np.isin(y_true, np.arange(K)).all():
-        raise ValueError(f"y_true has values outside 0..{K-1}: {sorted(set(y_true.tolist()) - set(range(K)))[:10]}")
-    if not np.isin(y_pred, np.arange(-1, K)).all():
-        raise ValueError(f"y_pred has values outside -1..{K-1}: {sorted(set(y_pred.tolist()) - set(range(-1, K)))[:10]}")
-    return y_true.astype(int), y_pred.astype(int), K
+    return as_ids(y_true, K, 'y_true', abstain=False), as_ids(y_pred, K, 'y_pred'), K
 
 def classification_metrics(y_true, # gold class ids
                            y_pred, # predicted class ids (-1 = abstention, counted wrong)
@@ -32,8 +29,8 @@ def classification_metrics(y_true, # gold class ids
     "Accuracy, macro-F1, per-class F1 and confusion matrix (rows gold, columns predicted)."
     y_true, y_pred, K = _check(y_true, y_pred, labels)
     ids = list(range(K))
-    per = f1_score(y_true, y_pred, labels=ids, average=None, zero_division=0)
-    return dict(accuracy=float(accuracy_score(y_true, y_pred)), macro_f1=float(per.mean()),
+    per = f1_score(y_true, y_pred, labels=ids, average=None, zero_division=0)   # per class; accuracy and macro-F1 from `labels.scores`
+    return dict(**scores(y_true, y_pred, K),
                 per_class_f1=dict(zip(labels, per.round(6).tolist())),
                 confusion=confusion_matrix(y_true, y_pred, labels=ids), n=len(y_true), abstained=int((y_pred == -1).sum()))
 

@@ -13,11 +13,12 @@ from itertools import combinations
 import numpy as np, pandas as pd
 import krippendorff
 from scipy.stats import entropy as _sp_entropy
+from .labels import as_ids, as_probs, hard_labels
 from .data import stratified_order, get_spec
 from .analysis import random_noise_like
 
 # %% auto #0
-__all__ = ['RULES', 'REMEDIES', 'NEEDS', 'Cost', 'hard_labels', 'label_report', 'report_row', 'entropy', 'entropy_filter',
+__all__ = ['RULES', 'REMEDIES', 'NEEDS', 'Cost', 'label_report', 'report_row', 'entropy', 'entropy_filter',
            'entropy_threshold_filter', 'entropy_sweep', 'confidence_to_probs', 'synthetic_annotator', 'stack_sources',
            'consistency_ensemble', 'ensemble_table', 'soft_labels', 'small_gold_sample', 'estimate_confusion',
            'noisy_labels', 'correct_labels', 'gold_set_correction', 'gold_only', 'confident_learning',
@@ -37,28 +38,12 @@ class Cost:
 
 # %% ../nbs/05_mitigate.ipynb #d1f0ed4f
 def _ids(a, name:str, K:int, abstain:bool=True) -> np.ndarray:
-    "`a` as a 1-D int array of class ids in 0..K-1 (and -1 if `abstain`), or a ValueError naming `name`."
-    a = np.asarray(a)
-    if a.ndim != 1: raise ValueError(f"{name} must be a 1-D array of class ids; got shape {a.shape}")
-    if a.size and (a.dtype.kind not in 'iub' and not (a.dtype.kind == 'f' and np.all(a == np.round(a)))):
-        raise ValueError(f"{name} must hold integer class ids; got dtype {a.dtype}, e.g. {a[:5].tolist()}")
-    a = a.astype(int); lo = -1 if abstain else 0
-    bad = np.unique(a[(a < lo) | (a >= K)])
-    if bad.size: raise ValueError(f"{name} has values outside the label set {lo}..{K-1}: {bad[:10].tolist()}")
-    return a
+    "`a` as checked class ids (`labelnb.labels.as_ids`)."
+    return as_ids(a, K, name, abstain)
 
 def _probs(p, name:str, K:int|None=None, nan_ok:bool=True) -> np.ndarray:
-    "`p` as an [n, K] float array of distributions (all-NaN rows allowed if `nan_ok`), or a ValueError naming `name`."
-    p = np.asarray(p, dtype=float)
-    if p.ndim != 2: raise ValueError(f"{name} must be an [n, K] array of probabilities; got shape {p.shape}")
-    if K is not None and p.shape[1] != K: raise ValueError(f"{name} has {p.shape[1]} columns but K={K}")
-    nan = np.isnan(p); empty = nan.all(1)
-    if (nan.any(1) & ~empty).any() or (empty.any() and not nan_ok):
-        raise ValueError(f"{name} rows {np.flatnonzero(nan.any(1))[:10].tolist()} contain NaN")
-    q = np.nan_to_num(p)
-    bad = np.flatnonzero(~empty & ((q < -1e-9).any(1) | ~np.isclose(q.sum(1), 1, atol=1e-3)))
-    if bad.size: raise ValueError(f"{name} rows {bad[:10].tolist()} are not probability distributions (negative or not summing to 1)")
-    return p
+    "`p` as checked [n, K] distributions (`labelnb.labels.as_probs`)."
+    return as_probs(p, name, K, nan_ok)
 
 def _shares(labels, K):
     "Class shares of a hard (-1 ignored) or soft (NaN rows ignored) label source."
@@ -69,10 +54,6 @@ def _shares(labels, K):
     a = a[a >= 0]
     return np.bincount(a, minlength=K)/max(len(a), 1)
 
-def hard_labels(labels) -> np.ndarray:
-    "Class ids from class ids or [n, K] distributions (argmax; an all-NaN row, a dropped item, is -1)."
-    y = np.asarray(labels)
-    return y if y.ndim == 1 else np.where(np.isnan(y).all(1), -1, np.nan_to_num(y).argmax(1))
 
 # %% ../nbs/05_mitigate.ipynb #5a230a63
 def label_report(labels, # the new label source: class ids (-1 = dropped) or [n, K] probabilities (NaN row = dropped)
@@ -85,7 +66,7 @@ def label_report(labels, # the new label source: class ids (-1 = dropped) or [n,
     soft = np.asarray(labels).ndim == 2
     lab = _probs(labels, 'labels', K) if soft else _ids(labels, 'labels', K)
     keep = ~np.isnan(lab).all(1) if soft else lab >= 0
-    hard = np.where(keep, np.nan_to_num(lab).argmax(1), -1) if soft else lab
+    hard = hard_labels(lab)
     present = np.unique(hard[keep])
     if len(present) < 2:
         raise ValueError(f"labels: the remedy leaves {int(keep.sum())} labelled items in only {len(present)} class(es) {present.tolist()}; "
@@ -380,8 +361,7 @@ def soft_labels(probs, # [n, K] annotator distributions (all-NaN row = abstentio
     with np.errstate(divide='ignore'):
         q = np.exp(np.log(p)/temperature)
     q = q/q.sum(1, keepdims=True)
-    empty = np.isnan(p).all(1)
-    before = np.where(empty, -1, np.nan_to_num(p).argmax(1))
+    before = hard_labels(p)
     r = dict(temperature=temperature, mean_entropy=float(np.nanmean(entropy(q))))
     r.update(label_report(q, K, gold=gold, before=before, max_shift=max_shift))
     r['cost'] = Cost(r['kept'], 0, len(p) if annotation_calls is None else annotation_calls)
