@@ -1,24 +1,27 @@
-"""Fine-tuning throughput: labelnb.train.finetune vs Hugging Face `Trainer` with its defaults.
+"""Fine-tuning throughput and accuracy: labelnb's fast CPU step vs today's labelnb path and Hugging Face `Trainer`, in one run.
 
-Same model (bundled all-MiniLM-L6-v2 unless --model), same training texts and labels, batch size, maximum length, seed,
-epochs, learning rate, weight decay and linear schedule with 5% warm-up. The default is 3 epochs (the paper's) because at
-the paper's learning rate one epoch on 1,000 texts leaves this model predicting the majority class, which would make the
-F1 comparison empty. Both keep the last step (Trainer's default does no
-evaluation, so `finetune` runs with val_frac=0). Baseline tokenisation pads every text to max_length, as in the standard
-Hugging Face text-classification tutorial; everything else is `TrainingArguments` defaults apart from the shared
-hyperparameters above, eval batch size 32, no checkpoint saving and no external loggers.
+Every method trains the same model (bundled all-MiniLM-L6-v2 unless --model) on the same texts and labels, with the same
+batch size, maximum length, seed, epochs, learning rate, weight decay and linear schedule with 5% warm-up, keeping the
+last step (no validation), on one torch thread unless --threads says otherwise. Methods:
 
-Reported: training examples per second (examples x epochs / time in the training loop), end-to-end wall time
-(tokenise + load + train + predict the test set), and test macro-F1 of each. Target: >= 1.5x Trainer's examples per
-second with test macro-F1 within 1 point.
+- `labelnb fast`: `finetune` as shipped (bf16 weights with a float32 master copy where the CPU computes bf16 natively,
+  labelnb's attention and dropout, fused AdamW; length-grouped batches padded per batch);
+- `labelnb fast, frozen word emb.`: the same with `freeze_word_embeddings=True`;
+- `labelnb reference`: today's path, `TrainConfig(engine='reference', bf16=True)`: the plain transformers step with its
+  default attention (sdpa), torch's default AdamW and bf16 autocast;
+- `Trainer expert`: `Trainer` with `DataCollatorWithPadding`, length grouping (transformers 5: `train_sampling_strategy='group_by_length'`), `bf16=True` where the CPU has bf16;
+- `Trainer naive`: `Trainer` defaults on texts padded to max_length (the standard tutorial), float32.
 
-    python bench/bench_train.py                      # SST-2, 1,000 sentences, 3 epochs, max_length 128
-    python bench/bench_train.py --dataset imdb       # IMDB reviews (90% exceed 128 tokens: padding cannot help there)
-    python bench/bench_train.py --seeds 0 1 2        # average over seeds (F1 differences of ~1 point are seed noise)
-    python bench/bench_train.py --n-train 64 --n-test 64 --epochs 1   # smoke mode
-    python bench/bench_train.py --threads 1          # steadier on a machine shared with other jobs
+Reported per method and case: training examples per second (median over seeds), seconds per step, achieved GFLOP/s of
+matrix work and its share of the bf16 matmul peak measured in the same run at the model's own shapes, and test accuracy
+and macro-F1 (mean and SD over seeds). Useful FLOPs count real (unpadded) tokens only: 6 x (parameters in the encoder's
+matrix products) per token, plus attention 3 x 4 x layers x hidden x length^2 per text. Target: labelnb fast >= 3x
+labelnb reference examples/s on IMDB at 128 tokens, with macro-F1 within seed noise.
+
+    python bench/bench_train.py                               # IMDB and SST-2, 480 texts, 1 epoch, 5 seeds (~25 CPU-minutes)
+    python bench/bench_train.py --cases imdb --seeds 0 --n-train 64 --n-test 64   # smoke run
 """
-import argparse, csv, json, sys, tempfile, time
+import argparse, csv, json, statistics, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -27,105 +30,160 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
+NAMES = ['negative', 'positive']
 
 
-def load_data(name, n_train, n_test, seed):
+def load_case(name, n_train, n_test, seed):
     "Training and test texts/labels from ../shared/data."
     if name == 'imdb':
         tr, te = (pd.read_csv(DATA / 'imdb' / f'{s}.csv.gz') for s in ('train', 'test'))
-    elif name.startswith('sst2'):
+    elif name == 'sst2':  # the 1,821 labelled full sentences of test.tsv to train on, the 872 of dev.tsv to test on
         read = lambda f: pd.read_csv(DATA / 'small_standard' / 'sst2' / f, sep='\t', quoting=csv.QUOTE_NONE)
-        te = read('dev.tsv').rename(columns={'content': 'text'})
-        # sst2: the 1,821 labelled full sentences of test.tsv; sst2-phrases: GLUE's phrase-level train.tsv (median 10 tokens)
-        tr = read('train.tsv').rename(columns={'sentence': 'text'}) if name == 'sst2-phrases' else read('test.tsv').rename(columns={'content': 'text'})
-    else: raise ValueError(f"--dataset must be sst2, sst2-phrases or imdb; got {name!r}")
+        tr, te = (read(f).rename(columns={'content': 'text'}) for f in ('test.tsv', 'dev.tsv'))
+    else: raise ValueError(f"case must be imdb or sst2; got {name!r}")
     if n_train > len(tr): raise ValueError(f"--n-train {n_train} exceeds the {len(tr)} training texts of {name}")
     tr, te = tr.sample(n_train, random_state=seed), te.sample(min(n_test, len(te)), random_state=seed)
     return tr.text.tolist(), tr.label.to_numpy(), te.text.tolist(), te.label.to_numpy()
 
 
-def scores(y, pred): return accuracy_score(y, pred), f1_score(y, pred, average='macro')
+def matmul_flops(model_path, texts, max_length):
+    "Useful matrix FLOPs of one training pass over `texts` (real tokens only) and the model's matmul shapes."
+    from transformers import AutoConfig, AutoTokenizer
+    c, tok = AutoConfig.from_pretrained(model_path), AutoTokenizer.from_pretrained(model_path)
+    lens = np.array([len(x) for x in tok(texts, truncation=True, max_length=max_length)['input_ids']], float)
+    h, f, layers = c.hidden_size, c.intermediate_size, c.num_hidden_layers
+    p_mm = layers * (4 * h * h + 2 * h * f)
+    return 6 * p_mm * lens.sum() + 3 * 4 * layers * h * (lens ** 2).sum(), (h, f)
 
 
-def run_trainer(model_path, texts, y, test_texts, test_y, a, seed):
-    "Hugging Face Trainer with its defaults, padding='max_length' tokenisation."
+def matmul_peak(h, f, dtype=torch.bfloat16, tokens=2048, reps=3):
+    "GFLOP/s of this CPU's matrix products at the model's own shapes (forward, input- and weight-gradient products)."
+    shapes = [(tokens, h, h), (tokens, h, f), (tokens, f, h), (h, tokens, h), (h, tokens, f), (f, tokens, h)]
+    mats = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)) for m, k, n in shapes]
+    flops = sum(2 * m * k * n for m, k, n in shapes)
+    for a, b in mats: a @ b
+    best = float('inf')
+    for _ in range(reps):
+        t = time.perf_counter()
+        for a, b in mats: a @ b
+        best = min(best, time.perf_counter() - t)
+    return flops / best / 1e9
+
+
+def scores(y, pred): return float(accuracy_score(y, pred)), float(f1_score(y, pred, average='macro'))
+
+
+def run_labelnb(model_path, texts, y, test_texts, test_y, a, seed, **kw):
+    from labelnb.train import TrainConfig, finetune
+    cfg = TrainConfig(model=model_path, epochs=a.epochs, batch_size=a.batch_size, max_length=a.max_length, seed=seed, lr=a.lr,
+                      val_frac=0, num_threads=torch.get_num_threads(), **kw)
+    r = finetune(texts, y, test_texts, NAMES, cfg, test_labels=test_y, progress=False)
+    return dict(train_seconds=r.train_seconds, examples_per_second=r.examples_per_second,
+                test_accuracy=r.test_accuracy, test_macro_f1=r.test_macro_f1)
+
+
+def run_trainer(model_path, texts, y, test_texts, test_y, a, seed, expert):
+    "Hugging Face Trainer: expert (dynamic padding, length grouping, bf16) or naive (pad to max_length, float32)."
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments, set_seed)
     from transformers.utils import logging as hf_logging
+    from labelnb.cpu import native_bf16
     hf_logging.set_verbosity_error()
-    t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(model_path)
     set_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2)
-    enc = lambda b: tok(b['text'], padding='max_length', truncation=True, max_length=a.max_length)
-    train_ds = Dataset.from_dict({'text': texts, 'label': y.tolist()}).map(enc, batched=True)
-    test_ds = Dataset.from_dict({'text': test_texts, 'label': test_y.tolist()}).map(enc, batched=True)
+    pad = dict(truncation=True, max_length=a.max_length, **({} if expert else dict(padding='max_length')))
+    enc = lambda b: tok(b['text'], **pad)
+    train_ds = Dataset.from_dict({'text': texts, 'label': y.tolist()}).map(enc, batched=True, remove_columns=['text'])
+    test_ds = Dataset.from_dict({'text': test_texts, 'label': test_y.tolist()}).map(enc, batched=True, remove_columns=['text'])
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=32,
                                  num_train_epochs=a.epochs, learning_rate=a.lr, weight_decay=0.01, warmup_steps=0.05,
-                                 lr_scheduler_type='linear', seed=seed, save_strategy='no', report_to='none',
-                                 disable_tqdm=not a.progress)
-        trainer = Trainer(model=model, args=args, train_dataset=train_ds, processing_class=tok)
+                                 lr_scheduler_type='linear', seed=seed, save_strategy='no', report_to='none', disable_tqdm=True,
+                                 use_cpu=True, **(dict(train_sampling_strategy='group_by_length', bf16=native_bf16()) if expert else {}))
+        trainer = Trainer(model=model, args=args, train_dataset=train_ds, processing_class=tok,
+                          data_collator=DataCollatorWithPadding(tok) if expert else None)
         out = trainer.train()
         pred = trainer.predict(test_ds).predictions.argmax(-1)
     acc, f1 = scores(test_y, pred)
-    return dict(method='HF Trainer (defaults, pad to max_length)', examples_per_second=out.metrics['train_samples_per_second'],
-                train_seconds=out.metrics['train_runtime'], wall_seconds=time.perf_counter() - t0, test_accuracy=acc, test_macro_f1=f1)
+    return dict(train_seconds=out.metrics['train_runtime'], examples_per_second=out.metrics['train_samples_per_second'],
+                test_accuracy=acc, test_macro_f1=f1)
 
 
-def run_labelnb(model_path, texts, y, test_texts, test_y, a, seed, bf16=False):
-    "labelnb.train.finetune: dynamic padding, length-grouped batches, sorted inference."
-    from labelnb.train import TrainConfig, finetune
-    t0 = time.perf_counter()
-    cfg = TrainConfig(model=model_path, epochs=a.epochs, batch_size=a.batch_size, max_length=a.max_length, seed=seed,
-                      lr=a.lr, val_frac=0, bf16=bf16)
-    r = finetune(texts, y, test_texts, ['negative', 'positive'], cfg, test_labels=test_y, progress=a.progress)
-    return dict(method='labelnb finetune' + (' + bf16 autocast' if bf16 else ''), examples_per_second=r.examples_per_second,
-                train_seconds=r.train_seconds, wall_seconds=time.perf_counter() - t0,
-                test_accuracy=r.test_accuracy, test_macro_f1=r.test_macro_f1)
+METHODS = {
+    'labelnb fast': lambda *x: run_labelnb(*x),
+    'labelnb fast, frozen word emb.': lambda *x: run_labelnb(*x, freeze_word_embeddings=True),
+    'labelnb reference (today)': lambda *x: run_labelnb(*x, engine='reference', bf16=True),
+    'Trainer expert': lambda *x: run_trainer(*x, expert=True),
+    'Trainer naive (pad to max_length)': lambda *x: run_trainer(*x, expert=False),
+}
+
+
+def summarise(rows):
+    "One row per case and method: medians of speed, means and SDs of scores, ratios within the case."
+    df = pd.DataFrame(rows)
+    g = df.groupby(['case', 'method'], sort=False)
+    out = g.agg(seeds=('seed', 'nunique'), examples_per_second=('examples_per_second', 'median'),
+                seconds_per_step=('seconds_per_step', 'median'), gflops=('gflops', 'median'), share_of_peak=('share_of_peak', 'median'),
+                accuracy=('test_accuracy', 'mean'), macro_f1=('test_macro_f1', 'mean'), macro_f1_sd=('test_macro_f1', 'std')).reset_index()
+    for case, c in out.groupby('case'):
+        ref = c.loc[c.method == 'labelnb reference (today)', 'examples_per_second']
+        exp = c.loc[c.method == 'Trainer expert', 'examples_per_second']
+        if len(ref): out.loc[c.index, 'x_vs_today'] = c.examples_per_second / ref.iloc[0]
+        if len(exp): out.loc[c.index, 'x_vs_expert_trainer'] = c.examples_per_second / exp.iloc[0]
+    return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--dataset', default='sst2', choices=['sst2', 'sst2-phrases', 'imdb'])
-    p.add_argument('--n-train', type=int, default=1000)
-    p.add_argument('--n-test', type=int, default=1000, help='test texts (SST-2 dev has 872)')
+    p.add_argument('--cases', nargs='+', default=['imdb', 'sst2'], choices=['imdb', 'sst2'])
+    p.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
+    p.add_argument('--n-train', type=int, default=480)
+    p.add_argument('--n-test', type=int, default=500)
     p.add_argument('--max-length', type=int, default=128)
-    p.add_argument('--epochs', type=int, default=3)
+    p.add_argument('--epochs', type=int, default=1)
     p.add_argument('--batch-size', type=int, default=16)
-    p.add_argument('--lr', type=float, default=2e-5)
-    p.add_argument('--seeds', type=int, nargs='+', default=[0], help='one run per seed (sample and training seed); results are averaged')
-    p.add_argument('--model', default=None, help='hub name or local path; default: bundled all-MiniLM-L6-v2')
-    p.add_argument('--no-bf16', action='store_true', help='skip the extra labelnb run with bfloat16 autocast')
-    p.add_argument('--threads', type=int, default=None, help="torch CPU threads for both runs (default: torch's, one per core); "
-                   "1 gives steadier numbers on a machine other jobs are using")
-    p.add_argument('--progress', action='store_true')
-    p.add_argument('--out', default=None, help='write the results as JSON here')
+    p.add_argument('--lr', type=float, default=1e-4, help='one learning rate for every method (MiniLM learns little in one epoch at 2e-5)')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4])
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--model', default=None)
+    p.add_argument('--out', default=str(Path(__file__).parent / 'results' / 'train'), help='writes OUT.json and OUT.txt')
     a = p.parse_args(argv)
-    if a.threads: torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)
     from labelnb.train import default_model
+    from labelnb.cpu import native_bf16
     model_path = a.model or default_model()
-    print(f"dataset={a.dataset} n_train={a.n_train} max_length={a.max_length} epochs={a.epochs} batch={a.batch_size} "
-          f"lr={a.lr} seeds={a.seeds} torch_threads={torch.get_num_threads()}", flush=True)
-    rows = []
-    for seed in a.seeds:
-        data = load_data(a.dataset, a.n_train, a.n_test, seed)
-        runs = [lambda: run_trainer(model_path, *data, a, seed), lambda: run_labelnb(model_path, *data, a, seed)]
-        if not a.no_bf16: runs.append(lambda: run_labelnb(model_path, *data, a, seed, bf16=True))
-        for f in runs:
-            rows.append(dict(seed=seed, n_test=len(data[2]), **f())); print(rows[-1], flush=True)
-    per_run = pd.DataFrame(rows)
-    df = per_run.groupby('method', sort=False)[['examples_per_second', 'train_seconds', 'wall_seconds', 'test_accuracy', 'test_macro_f1']].mean()
-    base = df.iloc[0]
-    df['speedup'] = df.examples_per_second / base.examples_per_second
-    df['wall_speedup'] = base.wall_seconds / df.wall_seconds
-    df['delta_macro_f1_points'] = 100 * (df.test_macro_f1 - base.test_macro_f1)
-    ok = (df.speedup >= 1.5) & (df.delta_macro_f1_points.abs() <= 1)
-    df['meets_target'] = ['(baseline)'] + ['yes' if v else 'no' for v in ok.iloc[1:]]
+    head = (f"n_train={a.n_train} n_test={a.n_test} max_length={a.max_length} epochs={a.epochs} batch={a.batch_size} lr={a.lr} "
+            f"seeds={a.seeds} torch_threads={torch.get_num_threads()} native_bf16={native_bf16()}")
+    print(head, flush=True)
+    rows, peaks = [], []
+    for case in a.cases:
+        for seed in a.seeds:
+            data = load_case(case, a.n_train, a.n_test, seed)
+            flops, (h, f) = matmul_flops(model_path, data[0], a.max_length)
+            flops *= a.epochs
+            for method in a.methods:
+                peak = matmul_peak(h, f)  # taken right before each run: the shared host's load drifts
+                peaks.append(dict(case=case, seed=seed, method=method, bf16_peak_gflops=peak))
+                r = METHODS[method](model_path, *data, a, seed)
+                steps = a.epochs * -(-a.n_train // a.batch_size)
+                gflops = flops / r['train_seconds'] / 1e9
+                rows.append(dict(case=case, seed=seed, method=method, **r, seconds_per_step=r['train_seconds'] / steps,
+                                 gflops=gflops, peak_gflops=peak, share_of_peak=gflops / peak))
+                print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
+                Path(a.out + '.json').write_text(json.dumps(dict(args=vars(a), runs=rows, peaks=peaks), indent=1))
+    table = summarise(rows)
+    fp32_peak = matmul_peak(h, f, torch.float32)
+    pk = pd.DataFrame(peaks).bf16_peak_gflops
     with pd.option_context('display.width', 250, 'display.max_columns', 20, 'display.float_format', '{:.3f}'.format):
-        print(f"\nmeans over seeds {a.seeds}:"); print(df)
-    if a.out: Path(a.out).write_text(json.dumps(dict(args=vars(a), runs=rows, results=df.reset_index().to_dict('records')), indent=1, default=str))
-    return df
+        text = (f"{head}\nbf16 matmul peak at the model's shapes, measured before every run: median {pk.median():.0f} GFLOP/s "
+                f"(range {pk.min():.0f}-{pk.max():.0f}); float32 at the end: {fp32_peak:.0f} GFLOP/s\n\n{table.to_string(index=False)}\n")
+    print('\n' + text)
+    Path(a.out + '.txt').write_text(text)
+    Path(a.out + '.json').write_text(json.dumps(dict(args=vars(a), runs=rows, peaks=peaks, fp32_peak_gflops=fp32_peak,
+                                                     summary=table.to_dict('records')), indent=1))
+    return table
 
 
 if __name__ == '__main__':

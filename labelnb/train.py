@@ -7,7 +7,7 @@ Docs: https://labelnb.github.io/labelnb/train.html.md"""
 # %% ../nbs/02_train.ipynb #74b31a82
 from __future__ import annotations
 import contextlib, math, time, warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from importlib.resources import files
 
 import numpy as np
@@ -17,13 +17,18 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
+from transformers import (AttentionInterface, AutoModelForSequenceClassification, AutoTokenizer,
                           get_linear_schedule_with_warmup, set_seed)
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.utils import logging as hf_logging
 
+from .cpu import free_cores, native_bf16
+
 # %% auto #0
-__all__ = ['default_model', 'TrainConfig', 'prepare_targets', 'check_transition', 'forward_loss', 'split_validation',
-           'length_batches', 'encode', 'predict_proba', 'load_model', 'TrainResult', 'finetune']
+__all__ = ['FUSED_FROM', 'default_model', 'TrainConfig', 'prepare_targets', 'check_transition', 'forward_loss',
+           'split_validation', 'length_batches', 'encode', 'predict_proba', 'load_model', 'keep_mask', 'dropout',
+           'FastDropout', 'attention', 'Student', 'make_student', 'train_step', 'TrainResult', 'RunData',
+           'check_inputs', 'Fit', 'fit', 'resolve', 'finetune']
 
 # %% ../nbs/02_train.ipynb #44b3967b
 def default_model() -> str:
@@ -51,8 +56,10 @@ class TrainConfig:
     val_frac:float=0.1 # share of the training pool held out for validation when no `val_texts` are given (0 = none)
     eval_every:int|None=None # steps between validations; None = four times per epoch (and always at epoch end)
     group_by_length:bool=True # put texts of similar length in the same batch
-    bf16:bool=False # bfloat16 autocast (mixed precision)
-    num_threads:int|None=None # torch CPU threads while fine-tuning; None = torch's default (one per core)
+    bf16:bool|None=None # bfloat16 weights with a float32 master copy; None = where the CPU computes bf16 natively
+    num_threads:int|None=None # torch CPU threads; None = the cores free when training starts (`free_cores`)
+    freeze_word_embeddings:bool=False # keep the word-embedding matrix fixed (half of MiniLM's weights)
+    engine:str='fast' # 'fast' (this chapter's CPU step) or 'reference' (plain transformers step, bf16 = autocast)
 
 # %% ../nbs/02_train.ipynb #cde570f0
 def prepare_targets(labels, # class ids (-1 = abstention), or an [n, K] array of probabilities (all-NaN row = abstention)
@@ -162,7 +169,7 @@ def predict_proba(model, # a sequence-classification model
                   ids:list[list[int]], # token ids from `encode`
                   pad_id:int=0, # the tokenizer's pad token id
                   batch_size:int=32, # texts per forward pass
-                  bf16:bool=False, # bfloat16 autocast
+                  bf16:bool=False, # bfloat16 autocast (for a float32 model)
                  ) -> np.ndarray:
     "Class probabilities `[n, K]` for tokenised texts, in their original order."
     model.eval()
@@ -208,6 +215,115 @@ def load_model(model:str|None, # hub name or local path; None = bundled all-Mini
             label2id={n: i for i, n in enumerate(label_names)})
     return tok, m
 
+# %% ../nbs/02_train.ipynb #sp000002
+def keep_mask(shape, # shape of the tensor to drop from
+              p:float, # drop probability
+             ) -> torch.Tensor:
+    "Boolean mask, False with probability `p` (to 1/65536), from a quarter as many 64-bit draws as elements."
+    n = math.prod(shape)
+    r = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, 2**63 - 1)
+    return r.view(torch.int16)[:n].view(shape) >= round(p * 65536) - 32768
+
+def dropout(x:torch.Tensor, p:float, training:bool=True) -> torch.Tensor:
+    "Inverted dropout with `keep_mask`."
+    if not training or p == 0: return x
+    return (x * keep_mask(x.shape, p)).mul_(1 / (1 - p))
+
+class FastDropout(torch.nn.Dropout):
+    "`nn.Dropout` drawing its mask with `keep_mask`."
+    def forward(self, x): return dropout(x, self.p, self.training)
+
+# %% ../nbs/02_train.ipynb #sp000004
+FUSED_FROM = 1024 # sequence length from which the fused kernel beats matrix products (measured below)
+
+def attention(module, q, k, v, # the layer and its [b, heads, L, d] queries, keys, values
+              mask=None, # boolean [b, 1, L, L] mask (True = attend) or None
+              scaling:float|None=None, dropout:float=0.0, **kwargs):
+    "Bidirectional attention for transformers' `AttentionInterface`: matrix products below `FUSED_FROM` tokens, the fused kernel from there on."
+    if getattr(module, 'is_causal', False): raise ValueError("labelnb's attention is for encoders; this layer is causal")
+    scaling = q.size(-1) ** -0.5 if scaling is None else scaling
+    p_drop = dropout if module.training else 0.0
+    if q.shape[-2] >= FUSED_FROM:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop, scale=scaling)
+        return out.transpose(1, 2).contiguous(), None
+    s = torch.matmul((q * scaling).contiguous(), k.contiguous().transpose(-1, -2))  # contiguous: 2x faster bf16 products
+    if mask is not None: s.masked_fill_(~mask, float('-inf'))
+    p = torch.softmax(s, -1)
+    if p_drop: p, v = p * keep_mask(p.shape, p_drop), v * (1 / (1 - p_drop))
+    return torch.matmul(p, v).transpose(1, 2).contiguous(), None
+
+AttentionInterface.register('labelnb', attention)
+AttentionMaskInterface.register('labelnb', sdpa_mask)  # boolean masks, None when nothing is padded
+
+# %% ../nbs/02_train.ipynb #sp000009
+@dataclass
+class Student:
+    "A model ready to train, and what its training step needs."
+    model:torch.nn.Module # the sequence classifier
+    tok:object # its tokenizer
+    pad_id:int # the tokenizer's pad token id
+    params:list # the model's trainable parameters
+    master:list|None # float32 master copies of `params` when the weights are bf16, else None
+    opt:torch.optim.Optimizer # AdamW over `master` (or `params`)
+    sched:object # linear warm-up and decay
+    autocast:bool # bf16 autocast around the forward pass (reference engine)
+
+def _use_fast_layers(model):
+    "Swap in labelnb's dropout and attention (see above)."
+    for mod in list(model.modules()):
+        for name, child in mod.named_children():
+            if type(child) is torch.nn.Dropout: setattr(mod, name, FastDropout(child.p))
+    model.set_attn_implementation('labelnb')
+    return model
+
+def make_student(cfg:TrainConfig, # settings (`bf16` already resolved to True/False)
+                 label_names:list[str], # class names, index = class id
+                 total_steps:int, # optimizer steps in the whole run, for the schedule
+                ) -> Student:
+    "Load the model and build its optimizer for `cfg.engine`."
+    if cfg.engine not in ('fast', 'reference'): raise ValueError(f"engine must be 'fast' or 'reference'; got {cfg.engine!r}")
+    tok, model = load_model(cfg.model, label_names, cfg.seed)
+    fast = cfg.engine == 'fast'
+    if fast: _use_fast_layers(model)
+    if cfg.freeze_word_embeddings: model.get_input_embeddings().weight.requires_grad_(False)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    master = None
+    if fast and cfg.bf16:
+        model.to(torch.bfloat16)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        master = [p.detach().float().clone() for _, p in named]
+    train = master or [p for _, p in named]
+    groups = [dict(params=[t for (_, p), t in zip(named, train) if p.ndim >= 2], weight_decay=cfg.weight_decay),
+              dict(params=[t for (_, p), t in zip(named, train) if p.ndim < 2], weight_decay=0.0)]  # biases, LayerNorm: as Trainer
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, **(dict(fused=True) if fast else {}))
+    sched = get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
+    return Student(model, tok, tok.pad_token_id if tok.pad_token_id is not None else 0, [p for _, p in named], master,
+                   opt, sched, autocast=bool(cfg.bf16) and not fast)
+
+# %% ../nbs/02_train.ipynb #sp00000c
+def train_step(s:Student, # the model and its optimizer
+               inputs:dict, # a padded batch from `_collate`
+               targets:torch.Tensor, # [b, K] float targets
+               weights:torch.Tensor, # [b] per-example loss weights
+               transition=None, # [K, K] T[true, noisy] for the forward-corrected loss, or None
+               max_grad_norm:float=1.0, # gradient clipping (0 = none)
+              ) -> float:
+    "One optimizer step on one batch; returns the batch loss."
+    s.model.train()
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=s.autocast):
+        logits = s.model(**inputs).logits.float()
+    per = (F.cross_entropy(logits, targets, reduction='none') if transition is None
+           else forward_loss(logits, targets, transition, reduction='none'))
+    loss = (per * weights).mean()
+    loss.backward()
+    if s.master is not None:
+        for m, p in zip(s.master, s.params): m.grad, p.grad = p.grad.float(), None
+    if max_grad_norm: torch.nn.utils.clip_grad_norm_(s.master or s.params, max_grad_norm)
+    s.opt.step(); s.sched.step(); s.opt.zero_grad(set_to_none=True)
+    if s.master is not None:
+        with torch.no_grad(): torch._foreach_copy_(s.params, s.master)
+    return loss.item()
+
 # %% ../nbs/02_train.ipynb #436a599e
 @dataclass(repr=False)
 class TrainResult:
@@ -249,7 +365,135 @@ def _scores(y, pred, n_classes:int) -> tuple[float, float]:
     return (float(accuracy_score(y, pred)),
             float(f1_score(y, pred, labels=list(range(n_classes)), average='macro', zero_division=0)))
 
+# %% ../nbs/02_train.ipynb #ft000001
+@dataclass
+class RunData:
+    "Checked inputs of one run."
+    texts:list[str] # training texts (abstentions and the validation slice removed)
+    targets:np.ndarray # [n, K] float32 targets of `texts`
+    weights:np.ndarray # [n] loss weights of `texts`
+    val_texts:list[str] # validation texts
+    val_y:np.ndarray # their class ids
+    val_source:str # 'train labels', 'gold', 'given' or 'none'
+    n_dropped:int # training rows dropped as abstentions
+    test_texts:list[str] # texts to predict
+    test_labels:np.ndarray|None # their gold class ids, if given
+    transition:torch.Tensor|None # [K, K] T[true, noisy], if given
+
+# %% ../nbs/02_train.ipynb #ft000002
+def _check_config(cfg:TrainConfig):
+    "Raise on settings that cannot run."
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.eval_batch_size < 1 or (cfg.eval_every is not None and cfg.eval_every < 1):
+        raise ValueError(f"epochs, batch_size, eval_batch_size and eval_every must be positive; got {cfg.epochs}, {cfg.batch_size}, {cfg.eval_batch_size}, {cfg.eval_every}")
+    if cfg.engine not in ('fast', 'reference'): raise ValueError(f"engine must be 'fast' or 'reference'; got {cfg.engine!r}")
+
+def _check_test(test_texts, test_labels, K:int):
+    "Checked test texts and gold labels."
+    test_texts = list(test_texts)
+    if test_texts: _check_texts('test_texts', test_texts)
+    if test_labels is None: return test_texts, None
+    test_labels = np.asarray(test_labels)
+    if test_labels.ndim != 1: raise ValueError(f"test_labels must be 1-D gold class ids; got shape {test_labels.shape}")
+    if len(test_labels) != len(test_texts): raise ValueError(f"test_labels has {len(test_labels)} rows but test_texts has {len(test_texts)}")
+    if not prepare_targets(test_labels, K, 'test_labels')[1].all(): raise ValueError("test_labels contains -1; gold test labels cannot abstain")
+    return test_texts, test_labels
+
+def _check_weights(weights, n:int) -> np.ndarray:
+    "Per-example loss weights (ones when None)."
+    w = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
+    if w.shape != (n,) or (w < 0).any() or not np.isfinite(w).all():
+        raise ValueError(f"weights must be {n} non-negative finite numbers; got shape {w.shape}")
+    return w
+
+# %% ../nbs/02_train.ipynb #ft000003
+def _validation(cfg:TrainConfig, train_texts, hard, pool, K:int, val_texts, val_labels, gold_labels):
+    "Training positions, validation texts, their class ids and where those came from."
+    if val_texts is None:
+        if val_labels is not None: raise ValueError("val_labels given without val_texts")
+        tr_pos, va_pos = split_validation(hard[pool], cfg.val_frac, cfg.seed)
+        tr, va = pool[tr_pos], pool[va_pos]
+        val_texts = [train_texts[i] for i in va]
+        if gold_labels is None: return tr, val_texts, hard[va], ('train labels' if len(va) else 'none')
+        gold_labels = np.asarray(gold_labels)
+        if gold_labels.ndim != 1: raise ValueError(f"gold_labels must be 1-D class ids; got shape {gold_labels.shape}")
+        if len(gold_labels) != len(train_texts): raise ValueError(f"gold_labels has {len(gold_labels)} rows but train_texts has {len(train_texts)}")
+        g, g_keep = prepare_targets(gold_labels, K, 'gold_labels')
+        if not g_keep[va].all(): raise ValueError("gold_labels contains -1 inside the validation slice")
+        return tr, val_texts, g[va].argmax(1), 'gold'
+    if gold_labels is not None: raise ValueError("gold_labels only applies when the validation slice comes from the training pool; give val_labels instead")
+    if val_labels is None: raise ValueError("val_texts given without val_labels")
+    val_texts = _check_texts('val_texts', val_texts)
+    vt, v_keep = prepare_targets(val_labels, K, 'val_labels')
+    if len(vt) != len(val_texts): raise ValueError(f"val_labels has {len(vt)} rows but val_texts has {len(val_texts)}")
+    return pool, [t for t, k in zip(val_texts, v_keep) if k], vt[v_keep].argmax(1), 'given'
+
+def check_inputs(cfg:TrainConfig, train_texts, train_labels, test_texts, label_names, val_texts=None, val_labels=None,
+                 test_labels=None, gold_labels=None, weights=None, transition=None) -> RunData:
+    "Check everything `finetune` was given (see its arguments) and gather it into a `RunData`."
+    K = len(label_names)
+    if K < 2: raise ValueError(f"label_names needs at least 2 classes; got {list(label_names)}")
+    _check_config(cfg)
+    train_texts = _check_texts('train_texts', train_texts)
+    test_texts, test_labels = _check_test(test_texts, test_labels, K)
+    targets, keep = prepare_targets(train_labels, K, 'train_labels')
+    if len(targets) != len(train_texts): raise ValueError(f"train_labels has {len(targets)} rows but train_texts has {len(train_texts)}")
+    w = _check_weights(weights, len(train_texts))
+    if transition is not None: transition = torch.from_numpy(check_transition(transition, K).astype(np.float32))
+    n_dropped = int((~keep).sum())
+    if n_dropped: warnings.warn(f"dropped {n_dropped} of {len(keep)} training examples labelled -1 (abstention)")
+    hard = targets.argmax(1)
+    tr, val_texts, val_y, val_source = _validation(cfg, train_texts, hard, np.flatnonzero(keep), K, val_texts, val_labels, gold_labels)
+    present = np.unique(hard[tr])
+    if len(present) < 2: raise ValueError(f"training labels contain only class {present.tolist()}; at least 2 classes are needed")
+    return RunData([train_texts[i] for i in tr], targets[tr], w[tr], val_texts, val_y, val_source, n_dropped,
+                   test_texts, test_labels, transition)
+
+# %% ../nbs/02_train.ipynb #ft000006
+@dataclass
+class Fit:
+    "What the training loop hands back."
+    curve:list # one dict per validation
+    best_step:int # step of the checkpoint kept
+    best_f1:float # its validation macro-F1 (NaN without validation)
+    train_seconds:float # time in training steps
+    eval_seconds:float # time validating
+
+def fit(s:Student, d:RunData, cfg:TrainConfig, K:int, progress:bool=True) -> Fit:
+    "Train `s` on `d` for `cfg.epochs`, validating as it goes; leaves the best checkpoint loaded."
+    ids = encode(s.tok, d.texts, cfg.max_length)
+    val_ids = encode(s.tok, d.val_texts, cfg.max_length) if len(d.val_texts) else []
+    T, W, lengths = torch.from_numpy(d.targets), torch.from_numpy(d.weights), np.array([len(x) for x in ids])
+    steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
+    eval_every = cfg.eval_every or max(1, math.ceil(steps_per_epoch / 4))
+    curve, best, best_f1, best_step, train_s, eval_s, losses, step = [], None, -1.0, 0, 0.0, 0.0, [], 0
+    bar = tqdm(total=steps_per_epoch * cfg.epochs, desc='fine-tuning', disable=not progress, leave=False)
+    for epoch in range(cfg.epochs):
+        for b_i, b in enumerate(length_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)):
+            t0 = time.perf_counter()
+            losses.append(train_step(s, _collate([ids[j] for j in b], s.pad_id), T[b], W[b], d.transition, cfg.max_grad_norm))
+            train_s += time.perf_counter() - t0; step += 1; bar.update()
+            if step % eval_every and b_i + 1 < steps_per_epoch: continue
+            row = dict(step=step, epoch=step / steps_per_epoch, train_loss=float(np.mean(losses)), val_accuracy=np.nan, val_macro_f1=np.nan)
+            losses = []
+            if len(val_ids):
+                t0 = time.perf_counter()
+                row['val_accuracy'], row['val_macro_f1'] = _scores(d.val_y, predict_proba(s.model, val_ids, s.pad_id, cfg.eval_batch_size, s.autocast).argmax(1), K)
+                if row['val_macro_f1'] > best_f1:
+                    best_f1, best_step = row['val_macro_f1'], step
+                    best = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
+                eval_s += time.perf_counter() - t0
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_f1=f"{row['val_macro_f1']:.3f}")
+            curve.append(row)
+    bar.close()
+    if best is None: return Fit(curve, step, float('nan'), train_s, eval_s)
+    s.model.load_state_dict(best)
+    return Fit(curve, best_step, float(best_f1), train_s, eval_s)
+
 # %% ../nbs/02_train.ipynb #ee621446
+def resolve(cfg:TrainConfig) -> TrainConfig:
+    "`cfg` with `bf16` and `num_threads` decided for this machine, now."
+    return replace(cfg, bf16=native_bf16() if cfg.bf16 is None else cfg.bf16, num_threads=cfg.num_threads or free_cores())
+
 def finetune(train_texts:list[str], # training texts
              train_labels, # class ids (-1 = abstention, dropped) or an [n, K] probability array
              test_texts:list[str], # texts to predict with the best checkpoint
@@ -264,110 +508,17 @@ def finetune(train_texts:list[str], # training texts
              progress:bool=True, # show a progress bar over steps
             ) -> TrainResult:
     "Fine-tune an encoder classifier on `train_labels`; return test probabilities, predictions and the validation curve."
-    cfg = config or TrainConfig()
-    K = len(label_names)
-    if K < 2: raise ValueError(f"label_names needs at least 2 classes; got {list(label_names)}")
-    train_texts, test_texts = _check_texts('train_texts', train_texts), list(test_texts)
-    if test_texts: _check_texts('test_texts', test_texts)
-    targets, keep = prepare_targets(train_labels, K, 'train_labels')
-    if len(targets) != len(train_texts): raise ValueError(f"train_labels has {len(targets)} rows but train_texts has {len(train_texts)}")
-    w = np.ones(len(train_texts), np.float32) if weights is None else np.asarray(weights, np.float32)
-    if w.shape != (len(train_texts),) or (w < 0).any() or not np.isfinite(w).all():
-        raise ValueError(f"weights must be {len(train_texts)} non-negative finite numbers; got shape {w.shape}")
-    if transition is not None: transition = torch.from_numpy(check_transition(transition, K).astype(np.float32))
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.eval_batch_size < 1 or (cfg.eval_every is not None and cfg.eval_every < 1):
-        raise ValueError(f"epochs, batch_size, eval_batch_size and eval_every must be positive; got {cfg.epochs}, {cfg.batch_size}, {cfg.eval_batch_size}, {cfg.eval_every}")
-    if test_labels is not None:
-        test_labels = np.asarray(test_labels)
-        if test_labels.ndim != 1: raise ValueError(f"test_labels must be 1-D gold class ids; got shape {test_labels.shape}")
-        if len(test_labels) != len(test_texts): raise ValueError(f"test_labels has {len(test_labels)} rows but test_texts has {len(test_texts)}")
-        if not prepare_targets(test_labels, K, 'test_labels')[1].all(): raise ValueError("test_labels contains -1; gold test labels cannot abstain")
-    n_dropped = int((~keep).sum())
-    if n_dropped: warnings.warn(f"dropped {n_dropped} of {len(keep)} training examples labelled -1 (abstention)")
-    pool, hard = np.flatnonzero(keep), targets.argmax(1)
-    if val_texts is None:
-        if val_labels is not None: raise ValueError("val_labels given without val_texts")
-        tr_pos, va_pos = split_validation(hard[pool], cfg.val_frac, cfg.seed)
-        tr, va = pool[tr_pos], pool[va_pos]
-        val_texts = [train_texts[i] for i in va]
-        if gold_labels is not None:
-            gold_labels = np.asarray(gold_labels)
-            if gold_labels.ndim != 1: raise ValueError(f"gold_labels must be 1-D class ids; got shape {gold_labels.shape}")
-            if len(gold_labels) != len(train_texts): raise ValueError(f"gold_labels has {len(gold_labels)} rows but train_texts has {len(train_texts)}")
-            g, g_keep = prepare_targets(gold_labels, K, 'gold_labels')
-            if not g_keep[va].all(): raise ValueError("gold_labels contains -1 inside the validation slice")
-            val_y, val_source = g[va].argmax(1), 'gold'
-        else: val_y, val_source = hard[va], ('train labels' if len(va) else 'none')
-    else:
-        if gold_labels is not None: raise ValueError("gold_labels only applies when the validation slice comes from the training pool; give val_labels instead")
-        if val_labels is None: raise ValueError("val_texts given without val_labels")
-        val_texts = _check_texts('val_texts', val_texts)
-        vt, v_keep = prepare_targets(val_labels, K, 'val_labels')
-        if len(vt) != len(val_texts): raise ValueError(f"val_labels has {len(vt)} rows but val_texts has {len(val_texts)}")
-        val_texts = [t for t, k in zip(val_texts, v_keep) if k]
-        tr, val_y, val_source = pool, vt[v_keep].argmax(1), 'given'
-    present = np.unique(hard[tr])
-    if len(present) < 2: raise ValueError(f"training labels contain only class {present.tolist()}; at least 2 classes are needed")
-
+    d = check_inputs(config or TrainConfig(), train_texts, train_labels, test_texts, label_names, val_texts, val_labels,
+                     test_labels, gold_labels, weights, transition)
+    cfg, K = resolve(config or TrainConfig()), len(label_names)
     with _torch_threads(cfg.num_threads):
-        return _train(cfg, label_names, train_texts, targets, w, tr, val_texts, val_y, val_source, n_dropped, test_texts, test_labels, progress, transition)
-
-def _train(cfg, label_names, train_texts, targets, w, tr, val_texts, val_y, val_source, n_dropped, test_texts, test_labels, progress, transition) -> TrainResult:
-    "The training loop of `finetune`, on checked inputs."
-    K = len(label_names)
-    tok, model = load_model(cfg.model, label_names, cfg.seed)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = encode(tok, [train_texts[i] for i in tr], cfg.max_length)
-    val_ids = encode(tok, val_texts, cfg.max_length) if len(val_texts) else []
-    T, W = torch.from_numpy(targets[tr]), torch.from_numpy(w[tr])
-    lengths = np.array([len(x) for x in ids])
-
-    steps_per_epoch = math.ceil(len(tr) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    eval_every = cfg.eval_every or max(1, math.ceil(steps_per_epoch / 4))
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and LayerNorm weights, as in Trainer
-    opt = torch.optim.AdamW([dict(params=decay, weight_decay=cfg.weight_decay), dict(params=no_decay, weight_decay=0.0)], lr=cfg.lr)
-    sched = get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * total), total)
-
-    curve, best, best_f1, best_step = [], None, -1.0, 0
-    train_s = eval_s = 0.0
-    losses, step = [], 0
-    bar = tqdm(total=total, desc='fine-tuning', disable=not progress, leave=False)
-    for epoch in range(cfg.epochs):
-        for b_i, b in enumerate(length_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)):
-            t0 = time.perf_counter()
-            model.train()
-            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = model(**_collate([ids[j] for j in b], pad_id)).logits
-            per = (F.cross_entropy(logits.float(), T[b], reduction='none') if transition is None
-                   else forward_loss(logits.float(), T[b], transition, reduction='none'))
-            loss = (per * W[b]).mean()
-            loss.backward()
-            if cfg.max_grad_norm: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-            train_s += time.perf_counter() - t0
-            losses.append(loss.item()); step += 1; bar.update()
-            if step % eval_every and b_i + 1 < steps_per_epoch: continue
-            row = dict(step=step, epoch=step / steps_per_epoch, train_loss=float(np.mean(losses)), val_accuracy=np.nan, val_macro_f1=np.nan)
-            losses = []
-            if len(val_ids):
-                t0 = time.perf_counter()
-                row['val_accuracy'], row['val_macro_f1'] = _scores(val_y, predict_proba(model, val_ids, pad_id, cfg.eval_batch_size, cfg.bf16).argmax(1), K)
-                if row['val_macro_f1'] > best_f1:
-                    best_f1, best_step = row['val_macro_f1'], step
-                    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                eval_s += time.perf_counter() - t0
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_f1=f"{row['val_macro_f1']:.3f}")
-            curve.append(row)
-    bar.close()
-    if best is not None: model.load_state_dict(best)
-    else: best_step, best_f1 = step, float('nan')
-
-    probs = predict_proba(model, encode(tok, test_texts, cfg.max_length), pad_id, cfg.eval_batch_size, cfg.bf16) if test_texts else np.zeros((0, K), np.float32)
-    res = TrainResult(test_probs=probs, test_pred=probs.argmax(1), curve=pd.DataFrame(curve), best_step=best_step,
-                      best_val_macro_f1=float(best_f1), n_train=len(tr), n_val=len(val_ids), n_dropped=n_dropped,
-                      val_source=val_source, train_seconds=train_s, eval_seconds=eval_s,
-                      examples_per_second=len(tr) * cfg.epochs / train_s, config=asdict(cfg))
-    if test_labels is not None and len(test_texts): res.test_accuracy, res.test_macro_f1 = _scores(test_labels, res.test_pred, K)
+        s = make_student(cfg, label_names, math.ceil(len(d.texts) / cfg.batch_size) * cfg.epochs)
+        f = fit(s, d, cfg, K, progress)
+        probs = (predict_proba(s.model, encode(s.tok, d.test_texts, cfg.max_length), s.pad_id, cfg.eval_batch_size, s.autocast)
+                 if d.test_texts else np.zeros((0, K), np.float32))
+    res = TrainResult(test_probs=probs, test_pred=probs.argmax(1), curve=pd.DataFrame(f.curve), best_step=f.best_step,
+                      best_val_macro_f1=f.best_f1, n_train=len(d.texts), n_val=len(d.val_texts), n_dropped=d.n_dropped,
+                      val_source=d.val_source, train_seconds=f.train_seconds, eval_seconds=f.eval_seconds,
+                      examples_per_second=len(d.texts) * cfg.epochs / f.train_seconds, config=asdict(cfg))
+    if d.test_labels is not None and len(d.test_texts): res.test_accuracy, res.test_macro_f1 = _scores(d.test_labels, res.test_pred, K)
     return res

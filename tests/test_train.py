@@ -1,12 +1,16 @@
 "Tests of labelnb.train on real SST-2 sentences (../shared/data)."
-import csv, warnings
+import csv, os, subprocess, sys, warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from labelnb.train import TrainConfig, finetune, prepare_targets, split_validation
+import torch
+
+from labelnb.cpu import free_cores, native_bf16
+from labelnb.train import (TrainConfig, _use_fast_layers, encode, finetune, keep_mask, load_model, predict_proba,
+                           prepare_targets, split_validation)
 
 SST2 = Path(__file__).parents[1].parent / 'shared' / 'data' / 'small_standard' / 'sst2'
 NAMES = ['negative', 'positive']
@@ -66,9 +70,10 @@ def test_best_checkpoint_is_restored(sst):
 
 def test_one_hot_soft_labels_match_hard_labels(sst):
     _, y, _, _ = sst
-    hard, soft = run(sst), run(sst, labels=np.eye(2)[y[:64]])
+    last = dict(val_frac=0)  # keep the last step: with 6 validation texts the best one can be the untrained step 1
+    hard, soft = run(sst, cfg=last), run(sst, labels=np.eye(2)[y[:64]], cfg=last)
     np.testing.assert_allclose(hard.test_probs, soft.test_probs, atol=1e-6)
-    smooth = run(sst, labels=np.where(np.eye(2)[y[:64]] == 1, 0.6, 0.4))
+    smooth = run(sst, labels=np.where(np.eye(2)[y[:64]] == 1, 0.6, 0.4), cfg=last)
     assert not np.allclose(hard.test_probs, smooth.test_probs, atol=1e-4)
 
 
@@ -82,7 +87,8 @@ def test_gold_validation_scores_the_same_slice_on_gold(sst):
 
 
 def test_bf16_runs_close_to_float32(sst):
-    a, b = run(sst), run(sst, cfg=dict(bf16=True))
+    a, b = run(sst, cfg=dict(bf16=False)), run(sst, cfg=dict(bf16=True))
+    assert (a.config['bf16'], b.config['bf16']) == (False, True)
     assert np.isfinite(b.test_probs).all()
     np.testing.assert_allclose(b.test_probs.sum(1), 1, atol=1e-5)
     assert np.abs(a.test_probs - b.test_probs).max() < 0.05
@@ -138,3 +144,47 @@ def test_generalises_to_unseen_sentences(sst):
     "Paper settings except max_length: 800 SST-2 sentences, 3 epochs, scored on all 872 unseen dev sentences."
     r = run(sst, n=800, n_test=872, cfg=dict(epochs=3, max_length=64))
     assert r.test_accuracy >= 0.7, r  # measured 0.77 (seed 0) and 0.75 (seed 1); chance is 0.5
+
+
+def test_fast_layers_predict_like_plain_transformers(sst):
+    "labelnb's attention and dropout modules give the model's own float32 probabilities, padding included."
+    texts, _, _, _ = sst
+    tok, plain = load_model(None, NAMES, seed=0)
+    _, fast = load_model(None, NAMES, seed=0)
+    _use_fast_layers(fast)
+    assert fast.config._attn_implementation == 'labelnb' and plain.config._attn_implementation != 'labelnb'
+    ids = encode(tok, texts[:40], 64)  # lengths differ, so batches are padded
+    assert len({len(x) for x in ids}) > 5
+    np.testing.assert_allclose(predict_proba(fast, ids, tok.pad_token_id, 8), predict_proba(plain, ids, tok.pad_token_id, 8), atol=1e-5)
+
+
+def test_engines_train_alike(sst):
+    "The fast engine (bf16 weights, fp32 master) and the reference engine (autocast) learn the same task as well."
+    cfg = dict(epochs=3, max_length=48, lr=3e-4, val_frac=0, bf16=True)
+    fast, ref = run(sst, cfg=cfg), run(sst, cfg=dict(cfg, engine='reference'))
+    texts, y, _, _ = sst
+    assert fast.curve.train_loss.iloc[-1] < fast.curve.train_loss.iloc[0] - 0.1
+    assert abs(fast.test_accuracy - ref.test_accuracy) <= 0.1, (fast, ref)
+    assert not np.allclose(fast.test_probs, ref.test_probs, atol=1e-4)  # really two different steps
+
+
+def test_keep_mask_rate():
+    torch.manual_seed(0)
+    m = keep_mask((1000, 1000), 0.1)
+    assert m.dtype == torch.bool and abs(m.float().mean().item() - 0.9) < 1e-3
+    torch.manual_seed(0)
+    assert torch.equal(keep_mask((1000, 1000), 0.1), m)
+
+
+def test_threads_follow_free_cores(sst):
+    "No num_threads: the run records how many it used, never more than the cores this process may use."
+    r = run(sst, cfg=dict(num_threads=None))
+    assert 1 <= r.config['num_threads'] <= len(os.sched_getaffinity(0))
+    assert r.config['bf16'] == native_bf16()
+
+
+def test_free_cores_respects_affinity():
+    "Pinned to one core, a process gets one thread."
+    code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from labelnb.cpu import free_cores; print(free_cores())"
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == '1'
