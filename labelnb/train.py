@@ -28,7 +28,7 @@ from .cpu import free_cores, native_bf16
 __all__ = ['FUSED_FROM', 'default_model', 'TrainConfig', 'prepare_targets', 'check_transition', 'forward_loss',
            'split_validation', 'length_batches', 'encode', 'predict_proba', 'load_model', 'keep_mask', 'dropout',
            'FastDropout', 'attention', 'Student', 'make_student', 'train_step', 'TrainResult', 'RunData',
-           'check_inputs', 'Fit', 'fit', 'resolve', 'finetune']
+           'check_inputs', 'Fit', 'fit', 'collapse_reason', 'resolve', 'finetune']
 
 # %% ../nbs/02_train.ipynb #44b3967b
 def default_model() -> str:
@@ -52,6 +52,7 @@ class TrainConfig:
     warmup_ratio:float=0.05 # share of all steps spent warming up linearly
     max_grad_norm:float=1.0 # gradient clipping, as in Hugging Face `Trainer`
     max_length:int=128 # tokens kept per text
+    head_tokens:int|None=None # for longer texts keep this many first tokens and the rest from the end (Sun et al. 2019); None = first tokens only
     seed:int=0 # seeds the head's initialisation, dropout, data order and the validation split
     val_frac:float=0.1 # share of the training pool held out for validation when no `val_texts` are given (0 = none)
     eval_every:int|None=None # steps between validations; None = four times per epoch (and always at epoch end)
@@ -151,9 +152,28 @@ def length_batches(lengths, # token count of each text
     return batches
 
 # %% ../nbs/02_train.ipynb #c901b5a5
-def encode(tokenizer, texts:list[str], max_length:int=128) -> list[list[int]]:
-    "Token ids of each text, truncated to `max_length`, without padding."
-    return tokenizer(list(texts), truncation=True, max_length=max_length)['input_ids']
+@contextlib.contextmanager
+def _quiet_transformers():
+    "Silence transformers' logging and progress bars inside the block."
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
+    try: yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars: hf_logging.enable_progress_bar()
+
+def encode(tokenizer, texts:list[str], max_length:int=128, # tokens kept per text, special tokens included
+           head:int|None=None, # for longer texts: keep this many first tokens and fill the rest from the end; None = the first tokens only
+          ) -> list[list[int]]:
+    "Token ids of each text, truncated to `max_length` (head only, or head + tail), without padding."
+    if head is None: return tokenizer(list(texts), truncation=True, max_length=max_length)['input_ids']
+    with_special, plain = tokenizer('a')['input_ids'], tokenizer('a', add_special_tokens=False)['input_ids']
+    pre = next(i for i in range(len(with_special)) if with_special[i:i + len(plain)] == plain)  # special tokens before the text
+    post = len(with_special) - pre - len(plain)  # and after it
+    body = max_length - pre - post
+    if not 0 <= head <= body: raise ValueError(f"head_tokens must be in 0..{body} for max_length={max_length}; got {head}")
+    with _quiet_transformers(): ids = tokenizer(list(texts))['input_ids']
+    return [x if len(x) <= max_length else x[:pre + head] + x[len(x) - post - (body - head):] for x in ids]
 
 def _collate(ids:list[list[int]], pad_id:int) -> dict:
     "Right-pad token id lists to the longest one; return model inputs."
@@ -190,16 +210,6 @@ def _torch_threads(n:int|None):
     if n: torch.set_num_threads(n)
     try: yield
     finally: torch.set_num_threads(old)
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    "Silence transformers' logging and progress bars inside the block."
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
-    try: yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars: hf_logging.enable_progress_bar()
 
 def load_model(model:str|None, # hub name or local path; None = bundled all-MiniLM-L6-v2
                label_names:list[str], # class names, index = class id
@@ -343,6 +353,8 @@ class TrainResult:
     config:dict # the TrainConfig used, as a dict
     test_accuracy:float|None=None # when test labels were given
     test_macro_f1:float|None=None # when test labels were given
+    collapsed:bool=False # the run looks collapsed (see `collapse_reason`)
+    collapse_reason:str='' # why, or ''
 
     def summary(self) -> dict:
         "The scalar fields."
@@ -460,8 +472,8 @@ class Fit:
 
 def fit(s:Student, d:RunData, cfg:TrainConfig, K:int, progress:bool=True) -> Fit:
     "Train `s` on `d` for `cfg.epochs`, validating as it goes; leaves the best checkpoint loaded."
-    ids = encode(s.tok, d.texts, cfg.max_length)
-    val_ids = encode(s.tok, d.val_texts, cfg.max_length) if len(d.val_texts) else []
+    ids = encode(s.tok, d.texts, cfg.max_length, cfg.head_tokens)
+    val_ids = encode(s.tok, d.val_texts, cfg.max_length, cfg.head_tokens) if len(d.val_texts) else []
     T, W, lengths = torch.from_numpy(d.targets), torch.from_numpy(d.weights), np.array([len(x) for x in ids])
     steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
     eval_every = cfg.eval_every or max(1, math.ceil(steps_per_epoch / 4))
@@ -489,6 +501,29 @@ def fit(s:Student, d:RunData, cfg:TrainConfig, K:int, progress:bool=True) -> Fit
     s.model.load_state_dict(best)
     return Fit(curve, best_step, float(best_f1), train_s, eval_s)
 
+# %% ../nbs/02_train.ipynb #cl000002
+def collapse_reason(curve:pd.DataFrame, # the validation curve of a run
+                    best_step:int, # step of the checkpoint kept
+                    total_steps:int, # optimizer steps in the run
+                    test_pred, # predicted class ids on the test set
+                    train_hard, # training labels as class ids
+                    K:int, # number of classes
+                    early:float=0.05, # a best step within this share of the run counts as barely trained
+                    one_class:float=0.95, # predicted share of one class that counts as collapse
+                   ) -> str:
+    "Why a run looks collapsed, or '' when it does not."
+    reasons = []
+    f1 = curve['val_macro_f1'].dropna() if 'val_macro_f1' in curve else pd.Series(dtype=float)
+    if len(f1) >= 3 and best_step <= max(1, early * total_steps): reasons.append(f"best checkpoint at step {best_step} of {total_steps}")
+    elif len(f1) >= 3 and f1.iloc[1:].max() <= f1.iloc[0]: reasons.append(f"validation macro-F1 never rose above its first value ({f1.iloc[0]:.3f})")
+    pred = np.asarray(test_pred, int)
+    if len(pred):
+        share = np.bincount(pred, minlength=K) / len(pred); c = int(share.argmax())
+        train_share = float((np.asarray(train_hard) == c).mean())
+        if share[c] > one_class and train_share <= one_class:
+            reasons.append(f"{share[c]:.0%} of test predictions are class {c}, against {train_share:.0%} of training labels")
+    return '; '.join(reasons)
+
 # %% ../nbs/02_train.ipynb #ee621446
 def resolve(cfg:TrainConfig) -> TrainConfig:
     "`cfg` with `bf16` and `num_threads` decided for this machine, now."
@@ -511,14 +546,18 @@ def finetune(train_texts:list[str], # training texts
     d = check_inputs(config or TrainConfig(), train_texts, train_labels, test_texts, label_names, val_texts, val_labels,
                      test_labels, gold_labels, weights, transition)
     cfg, K = resolve(config or TrainConfig()), len(label_names)
+    total = math.ceil(len(d.texts) / cfg.batch_size) * cfg.epochs
     with _torch_threads(cfg.num_threads):
-        s = make_student(cfg, label_names, math.ceil(len(d.texts) / cfg.batch_size) * cfg.epochs)
+        s = make_student(cfg, label_names, total)
         f = fit(s, d, cfg, K, progress)
-        probs = (predict_proba(s.model, encode(s.tok, d.test_texts, cfg.max_length), s.pad_id, cfg.eval_batch_size, s.autocast)
+        probs = (predict_proba(s.model, encode(s.tok, d.test_texts, cfg.max_length, cfg.head_tokens), s.pad_id, cfg.eval_batch_size, s.autocast)
                  if d.test_texts else np.zeros((0, K), np.float32))
     res = TrainResult(test_probs=probs, test_pred=probs.argmax(1), curve=pd.DataFrame(f.curve), best_step=f.best_step,
                       best_val_macro_f1=f.best_f1, n_train=len(d.texts), n_val=len(d.val_texts), n_dropped=d.n_dropped,
                       val_source=d.val_source, train_seconds=f.train_seconds, eval_seconds=f.eval_seconds,
                       examples_per_second=len(d.texts) * cfg.epochs / f.train_seconds, config=asdict(cfg))
     if d.test_labels is not None and len(d.test_texts): res.test_accuracy, res.test_macro_f1 = _scores(d.test_labels, res.test_pred, K)
+    res.collapse_reason = collapse_reason(res.curve, f.best_step, total, res.test_pred, d.targets.argmax(1), K)
+    res.collapsed = bool(res.collapse_reason)
+    if res.collapsed: warnings.warn(f"the student looks collapsed: {res.collapse_reason}")
     return res

@@ -51,6 +51,7 @@ def test_fits_its_training_labels(sst):
     assert r.test_accuracy >= 0.9, r
     assert r.curve.train_loss.iloc[-1] < r.curve.train_loss.iloc[0] - 0.1
     assert r.best_step == r.curve.step.iloc[-1]  # no validation: the last step is kept
+    assert not r.collapsed and r.collapse_reason == ''
 
 
 def test_best_checkpoint_is_restored(sst):
@@ -188,3 +189,20 @@ def test_free_cores_respects_affinity():
     code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from labelnb.cpu import free_cores; print(free_cores())"
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == '1'
+
+
+def test_collapse_is_flagged_and_warned(sst):
+    "A student that cannot learn (learning rate ~0) keeps an untrained checkpoint: flagged, with a reason, and warned about."
+    with pytest.warns(UserWarning, match='looks collapsed'):
+        r = run(sst, cfg=dict(lr=1e-12, eval_every=1))
+    assert r.collapsed and r.collapse_reason
+    assert r.summary()['collapsed'] is True
+
+
+def test_head_tail_truncation(sst):
+    "head_tokens keeps the end of long texts: other inputs, other predictions; recorded in the config."
+    a, b = run(sst, cfg=dict(max_length=12, val_frac=0)), run(sst, cfg=dict(max_length=12, val_frac=0, head_tokens=4))
+    assert b.config['head_tokens'] == 4
+    assert not np.allclose(a.test_probs, b.test_probs, atol=1e-4)
+    with pytest.raises(ValueError, match='head_tokens must be in 0..10'):
+        run(sst, cfg=dict(max_length=12, head_tokens=11))
