@@ -10,6 +10,7 @@ import hashlib, json, os, re, socket, subprocess, sys, time, warnings
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np, pandas as pd
 
@@ -20,9 +21,10 @@ from .labels import hard_labels
 from .mitigate import REMEDIES, RemedyInput, check_remedy, apply_remedy, student_oof_probs
 
 # %% auto #0
-__all__ = ['ID_BASELINE', 'SECRET_NAME', 'Experiment', 'check_experiment', 'run_id', 'sample_with_demos', 'check_disjoint',
-           'sample', 'annotator_labels', 'train_config', 'oof_probs', 'training_labels', 'secret_values', 'redact',
-           'write_atomic', 'save_run', 'git_commit', 'versions', 'balance_weights', 'run_experiment']
+__all__ = ['ID_BASELINE', 'SECRET_NAME', 'URL_CREDENTIALS', 'Experiment', 'check_experiment', 'run_id', 'sample_with_demos',
+           'check_disjoint', 'sample', 'annotator_labels', 'train_config', 'oof_probs', 'training_labels',
+           'secret_values', 'strip_credentials', 'redact', 'load_result', 'write_atomic', 'save_run', 'git_commit',
+           'versions', 'balance_weights', 'run_experiment']
 
 # %% ../nbs/05a_experiment.ipynb #63794c92
 @dataclass
@@ -54,6 +56,7 @@ class Experiment:
     def __post_init__(self):
         for f in fields(self):  # YAML and the command line give 5 for 5.0, '1' for 1: store one canonical type
             v, t = getattr(self, f.name), str(f.type)
+            if v is None and not t.endswith('None'): raise ValueError(f"{f.name}: expected {t}, got None (null)")
             if v is None or t.endswith('None'): continue
             try: setattr(self, f.name, {'int': _int, 'float': float, 'str': str, 'bool': _bool}.get(t, lambda x: x)(v))
             except (TypeError, ValueError): raise ValueError(f"{f.name}: expected {t}, got {v!r}") from None
@@ -65,6 +68,13 @@ class Experiment:
         self.setting = check_remedy(self.mitigation, self.setting, self.source)  # its default for 0, its own check
         for name in ('n_train', 'n_test', 'epochs', 'batch_size', 'max_length'):
             if getattr(self, name) < 1: raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ('seed', 'sample_seed', 'n_shots', 'n_demo_pool', 'num_threads'):
+            if getattr(self, name) < 0: raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if not (self.lr > 0 and np.isfinite(self.lr)): raise ValueError(f"lr: must be a positive number, got {self.lr}")
+        if self.source == 'annotator' and self.n_shots > self.n_demo_pool:
+            raise ValueError(f"n_shots: {self.n_shots} demonstrations per prompt need n_demo_pool >= {self.n_shots}, got {self.n_demo_pool}")
+        for name in ('dataset', 'source'):
+            if not getattr(self, name): raise ValueError(f"{name}: must not be empty")
 
     @classmethod
     def names(cls) -> list[str]: return [f.name for f in fields(cls)]
@@ -107,7 +117,8 @@ def run_id(exp:Experiment) -> str:
     mit = '' if exp.mitigation == 'none' else f"-{exp.mitigation}{exp.setting:g}"
     missing = set(Experiment.names()) - set(ID_BASELINE)
     if missing: raise KeyError(f"ID_BASELINE lacks {sorted(missing)}: give every new Experiment field the value old runs had")
-    changed = {k: v for k, v in asdict(exp).items() if v != ID_BASELINE[k]}  # a new setting left at its old value keeps old ids valid
+    p = asdict(exp); p['llm'] = p['llm'] and strip_credentials(p['llm'])   # a password changes no result
+    changed = {k: v for k, v in p.items() if v != ID_BASELINE[k]}  # a new setting left at its old value keeps old ids valid
     h = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
     return re.sub(r'[^A-Za-z0-9.=+-]+', '_', f"{exp.dataset}-{exp.source}{mit}-n{exp.n_train}-s{exp.seed}") + f"-{h}"
 
@@ -160,7 +171,8 @@ def _annotator(name:str|None, # None = bundled, 'http(s)://host/v1#model' = a se
     if name not in _SERVERS:
         url, _, model = name.partition('#')
         if not model: raise ValueError(f"llm: a server annotator is 'URL#model', e.g. 'http://127.0.0.1:8000/v1#qwen2.5-7b'; got {name!r}")
-        _SERVERS[name] = ServerLLM(url, model)   # its API key comes from OPENAI_API_KEY in the environment, never from the grid
+        host = urlparse(url).netloc.rpartition('@')[2]   # the cache names the server without user:password@
+        _SERVERS[name] = ServerLLM(url, model, name=f"server:{model}@{host}")   # its API key comes from OPENAI_API_KEY in the environment
     return _SERVERS[name]
 
 def annotator_labels(exp:Experiment, # settings (dataset, llm, llm_dtype, n_shots, answer, calibrate)
@@ -242,10 +254,30 @@ def secret_values() -> list[str]:
     "Values of the environment variables whose names look like secrets (8 characters or longer)."
     return sorted({v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 8}, key=len, reverse=True)
 
+URL_CREDENTIALS = re.compile(r'(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@"\'<>]+@')  # http://user:password@host
+
+def strip_credentials(text:str) -> str:
+    "`text` with the `user:password@` of every URL in it removed (what names a server, never how to log in)."
+    return URL_CREDENTIALS.sub(r'\1', text)
+
 def redact(text:str) -> str:
-    "`text` with every secret value from the environment replaced by '***'."
+    "`text` with every secret value from the environment, and every URL's `user:password@`, replaced by '***'."
     for v in secret_values(): text = text.replace(v, '***')
-    return text
+    return URL_CREDENTIALS.sub(r'\1***@', text)
+
+def load_result(path:str|Path) -> dict:
+    "A results record read back and checked; a ValueError naming the file if it is damaged (a resumed sweep reruns it)."
+    path = Path(path)
+    try:
+        r = json.loads(path.read_text())
+        missing = [k for k in ('run_id', 'params', 'metrics', 'labels', 'label_names') if k not in r]
+        if missing: raise ValueError(f"no {missing}")
+        if r['run_id'] != path.name[:-len('.json')]: raise ValueError(f"it holds run {r['run_id']!r}")
+        for k in ('accuracy', 'macro_f1'):
+            if not (isinstance(r['metrics'].get(k), (int, float)) and 0 <= r['metrics'][k] <= 1): raise ValueError(f"metrics.{k} is {r['metrics'].get(k)!r}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, AttributeError, TypeError) as e:
+        raise ValueError(f"{path}: damaged results file ({type(e).__name__}: {e}); a resumed sweep reruns it") from None
+    return r
 
 def _clean(o):
     "JSON-safe: numpy scalars and arrays to Python, NaN to None."

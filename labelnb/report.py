@@ -6,13 +6,13 @@ Docs: https://labelnb.github.io/labelnb/report.html.md"""
 
 # %% ../nbs/07_report.ipynb #ca697771
 from __future__ import annotations
-import argparse, json
+import argparse, json, warnings
 from pathlib import Path
 
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt, seaborn as sns
 
-from .experiment import Experiment
+from .experiment import Experiment, load_result
 from .analysis import stability, plateaus, plot_learning_curves
 
 # %% auto #0
@@ -26,8 +26,9 @@ def results_dir(out:str|Path) -> Path:
     "The `results/` folder of a sweep folder (or `out` itself when it already is one)."
     out = Path(out)
     if (out/'results').is_dir(): return out/'results'
-    if out.is_dir(): return out
-    raise FileNotFoundError(f"out: no sweep folder at {out}")
+    if out.is_dir() and any(out.glob('*.json')): return out
+    if not out.exists(): raise FileNotFoundError(f"out: no sweep folder at {out} (no such folder)")
+    raise FileNotFoundError(f"out: {out} is not a sweep folder (it has no results/ and no results files)")
 
 def label_name(source:str, mitigation:str='none', setting:float=0.0) -> str:
     "How a label source reads in tables: 'llm:qwen', 'annotator + entropy 0.05'."
@@ -43,7 +44,9 @@ def collect(out:str|Path, # sweep folder (or its results/ folder)
     res, rows = results_dir(out), []
     for f in sorted(res.glob('*.json')):
         if f.name.endswith('.failed.json'): continue
-        r = json.loads(f.read_text()); p, lab = r['params'], r['labels']
+        try: r = load_result(f)
+        except ValueError as e: warnings.warn(str(e)); continue   # listed by `failures`
+        p, lab = r['params'], r['labels']
         rows.append(dict(run_id=r['run_id'], label=label_name(p['source'], p['mitigation'], p['setting']), **p,
                          accuracy=r['metrics']['accuracy'], macro_f1=r['metrics']['macro_f1'],
                          label_accuracy=lab.get('label_accuracy'), kept=lab.get('kept'), gold_spent=lab.get('gold_spent'),
@@ -54,8 +57,12 @@ def collect(out:str|Path, # sweep folder (or its results/ folder)
     return pd.DataFrame(rows, columns=RUN_COLS)
 
 def failures(out:str|Path) -> pd.DataFrame:
-    "One row per failed run under `out` that has not succeeded since: its id, error and executed notebook."
+    "One row per failed run under `out` that has not succeeded since, and per damaged results file: its id, error and executed notebook."
     res = results_dir(out); rows = []
+    for f in sorted(res.glob('*.json')):
+        if f.name.endswith('.failed.json'): continue
+        try: load_result(f)
+        except ValueError as e: rows.append(dict(run_id=f.name[:-5], error=str(e), notebook=None, failed=None))
     for f in sorted(res.glob('*.failed.json')):
         r = json.loads(f.read_text())
         if (res/f"{r['run_id']}.json").exists(): continue
@@ -281,8 +288,12 @@ def build_report(out:str|Path, # sweep folder
                  tol:float=0.005, # plateau tolerance (metric units)
                 ) -> dict:
     "Collect every result under `out`; save the tables (CSV) and figures (PNG) in `dest`; return the tables and the saved paths."
+    results_dir(out)   # a mistyped folder fails here, before anything is created
     dest = Path(dest) if dest else Path(out)/'report'; dest.mkdir(parents=True, exist_ok=True)
-    runs = collect(out); tab = table(runs)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # damaged results files: reported in `failures`
+        runs = collect(out)
+    tab = table(runs)
     rep = dict(runs=runs, table=tab, paper=side_by_side(tab, llm_as), mitigations=mitigation_table(tab),
                plateaus=plateau_table(runs, metric, tol), failures=failures(out))
     files = []
@@ -300,10 +311,12 @@ def build_report(out:str|Path, # sweep folder
 
 # %% ../nbs/07_report.ipynb #725389f9
 def _report_cmd(a):
-    rep = build_report(a.out, a.dest, llm_as=a.llm_as, metric=a.metric, tol=a.tol)
+    try: rep = build_report(a.out, a.dest, llm_as=a.llm_as, metric=a.metric, tol=a.tol)
+    except FileNotFoundError as e: raise SystemExit(f"labelnb report: {e}") from None
     with pd.option_context('display.width', 200, 'display.max_columns', 30, 'display.float_format', '{:.2f}'.format):
         t = rep['table']
         print(t[[c for c in ['dataset', 'label', 'n_train', 'n_runs', *PAPER_COLS, 'label_accuracy', 'gold_spent'] if c in t]].to_string(index=False))
+    for _, r in rep['failures'].iterrows(): print(f"FAILED {r.run_id}: {r.error}")
     print(f"{len(rep['runs'])} runs, {len(rep['failures'])} failed; saved: {', '.join(p.name for p in rep['files'])} in {Path(rep['files'][0]).parent}")
     return rep
 

@@ -6,7 +6,7 @@ Docs: https://labelnb.github.io/labelnb/sweep.html.md"""
 
 # %% ../nbs/06_sweep.ipynb #b91051b2
 from __future__ import annotations
-import argparse, json, os, re, shutil, socket, sys, tempfile, time, traceback, weakref
+import argparse, fcntl, json, os, re, shutil, signal, socket, sys, tempfile, threading, time, traceback, weakref
 from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from itertools import product
@@ -17,27 +17,46 @@ from jupyter_client.manager import AsyncKernelManager
 from tqdm.auto import tqdm
 
 import labelnb
-from .experiment import Experiment, check_experiment, run_id, SECRET_NAME, secret_values, redact, write_atomic, _clean
+from .experiment import Experiment, check_experiment, run_id, SECRET_NAME, secret_values, redact, write_atomic, load_result, _clean
 
 # %% auto #0
-__all__ = ['load_grid', 'expand_grid', 'IPCKernelManager', 'default_notebook', 'execute_run', 'sweep_status', 'run_sweep',
-           'add_sweep_cli']
+__all__ = ['KERNEL_PREFIX', 'load_grid', 'expand_grid', 'remove_stale_kernel_dirs', 'IPCKernelManager', 'default_notebook',
+           'execute_run', 'sweep_status', 'run_sweep', 'add_sweep_cli']
 
 # %% ../nbs/06_sweep.ipynb #f3621a35
+class _UniqueKeys(yaml.SafeLoader):
+    "A YAML loader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=deep)
+            if key in seen: raise yaml.constructor.ConstructorError(None, None, f"duplicated key {key!r}", k.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
 def load_grid(grid) -> dict:
     "A grid as {'base': dict, 'grid': [dict, ...]}, from a YAML/JSON file, a dict or a list of dicts."
     if isinstance(grid, (str, Path)):
         p = Path(grid)
         if not p.exists(): raise FileNotFoundError(f"grid: no file {p}")
-        grid = yaml.safe_load(p.read_text()) or {}
+        text = p.read_text()
+        if not text.strip(): raise ValueError(f"{p}: the grid file is empty")
+        try: grid = yaml.load(text, Loader=_UniqueKeys)
+        except yaml.YAMLError as e: raise ValueError(f"{p}: not a valid grid file: {e}") from None
+        try: return load_grid(grid)
+        except ValueError as e: raise ValueError(f"{p}: {e}") from None
     if isinstance(grid, list): grid = {'grid': grid}
-    if not isinstance(grid, dict): raise ValueError(f"grid: expected a mapping or a list of mappings, got {type(grid).__name__}")
+    if not isinstance(grid, dict): raise ValueError(f"grid: expected a mapping or a list of mappings, got {type(grid).__name__} {grid!r}")
     if 'grid' not in grid and 'base' not in grid: grid = {'grid': grid}
     extra = set(grid) - {'base', 'grid', 'description'}
     if extra: raise ValueError(f"grid: unknown top-level key(s) {sorted(extra)}; use 'base', 'grid' (and 'description')")
-    blocks = grid.get('grid') or [{}]
-    blocks = [blocks] if isinstance(blocks, dict) else list(blocks)
-    return dict(base=dict(grid.get('base') or {}), grid=[dict(b or {}) for b in blocks], description=grid.get('description', ''))
+    base, blocks = grid.get('base') or {}, grid.get('grid') or [{}]
+    if not isinstance(base, dict): raise ValueError(f"base: expected a mapping of settings, got {base!r}")
+    blocks = [blocks] if isinstance(blocks, dict) else blocks
+    if not isinstance(blocks, list): raise ValueError(f"grid: expected a mapping of settings or a list of them, got {blocks!r}")
+    bad = [(i, b) for i, b in enumerate(blocks) if not isinstance(b or {}, dict)]
+    if bad: raise ValueError(f"grid block {bad[0][0]}: expected a mapping of settings (e.g. 'seed: [0, 1]'), got {bad[0][1]!r}")
+    return dict(base=dict(base), grid=[dict(b or {}) for b in blocks], description=grid.get('description', ''))
 
 def _check_names(d:dict, where:str):
     secret = [k for k in d if SECRET_NAME.search(str(k))]
@@ -46,8 +65,8 @@ def _check_names(d:dict, where:str):
     unknown = [k for k in d if k not in Experiment.names()]
     if unknown: raise ValueError(f"{where}: unknown parameter(s) {unknown}; valid: {Experiment.names()}")
     secrets = secret_values()
-    leaked = [k for k, v in d.items() if any(isinstance(x, str) and x in secrets for x in (v if isinstance(v, list) else [v]))]
-    if leaked: raise ValueError(f"{where}: the value of {leaked} is a secret from the environment; keys are read from the environment, not passed")
+    leaked = [k for k, v in d.items() if any(isinstance(x, str) and any(s in x for s in secrets) for x in (v if isinstance(v, list) else [v]))]
+    if leaked: raise ValueError(f"{where}: the value of {leaked} is a secret from the environment or contains one; keys are read from the environment, not passed")
 
 def expand_grid(grid, # a grid file, dict or list (see `load_grid`), or a list of `Experiment`s
                 **overrides, # settings that replace `base` and the grid's values in every run
@@ -55,14 +74,19 @@ def expand_grid(grid, # a grid file, dict or list (see `load_grid`), or a list o
     "Every run of `grid` as a checked `Experiment`, in order, duplicates dropped."
     if isinstance(grid, list) and grid and all(isinstance(e, Experiment) for e in grid): exps = list(grid)
     else:
-        g = load_grid(grid); _check_names(g['base'], 'base'); _check_names(overrides, 'overrides')
-        exps = []
-        for i, block in enumerate(g['grid']):
-            _check_names(block, f'grid block {i}')
-            axes = {k: (v if isinstance(v, list) else [v]) for k, v in {**g['base'], **block, **overrides}.items()}
-            empty = [k for k, v in axes.items() if not v]
-            if empty: raise ValueError(f"grid block {i}: {empty} have no values")
-            exps += [Experiment(**dict(zip(axes, combo))) for combo in product(*axes.values())]
+        g = load_grid(grid); where = f"{grid}: " if isinstance(grid, (str, Path)) else ''
+        try:
+            _check_names(g['base'], 'base'); _check_names(overrides, 'overrides')
+            exps = []
+            for i, block in enumerate(g['grid']):
+                _check_names(block, f'grid block {i}')
+                axes = {k: (v if isinstance(v, list) else [v]) for k, v in {**g['base'], **block, **overrides}.items()}
+                empty = [k for k, v in axes.items() if not v]
+                if empty: raise ValueError(f"grid block {i}: {empty} have no values")
+                for combo in product(*axes.values()):
+                    try: exps.append(check_experiment(Experiment(**dict(zip(axes, combo)))))
+                    except ValueError as e: raise ValueError(f"grid block {i}: {e}") from None
+        except ValueError as e: raise ValueError(f"{where}{e}") from None
     seen, out = set(), []
     for e in exps:
         rid = run_id(check_experiment(e))
@@ -70,10 +94,26 @@ def expand_grid(grid, # a grid file, dict or list (see `load_grid`), or a list o
     return out
 
 # %% ../nbs/06_sweep.ipynb #50091eab
+KERNEL_PREFIX = 'labelnb-kernel-'
+
+def _pid_alive(pid:int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def remove_stale_kernel_dirs(root:str|Path|None=None) -> list[Path]:
+    "Remove the kernel folders (connection files with their signing key) of processes that no longer run; return them."
+    gone = []
+    for d in Path(root or tempfile.gettempdir()).glob(f'{KERNEL_PREFIX}*'):
+        m = re.match(rf'{KERNEL_PREFIX}(\d+)-', d.name)
+        if d.is_dir() and m and not _pid_alive(int(m[1])): shutil.rmtree(d, ignore_errors=True); gone.append(d)
+    return gone
+
 class IPCKernelManager(AsyncKernelManager):
     "A kernel manager whose kernel listens on Unix sockets in a folder of its own, so parallel kernels never race for TCP ports."
     def __init__(self, **kw):
-        self._ipc_dir = tempfile.mkdtemp(prefix='labelnb-kernel-')
+        self._ipc_dir = tempfile.mkdtemp(prefix=f'{KERNEL_PREFIX}{os.getpid()}-')
         weakref.finalize(self, shutil.rmtree, self._ipc_dir, True)  # removed even if the kernel never started
         super().__init__(**{**kw, 'transport': 'ipc', 'connection_file': os.path.join(self._ipc_dir, 'kernel.json')})
 
@@ -102,9 +142,31 @@ def execute_run(exp:Experiment, # the grid point
                 start_retries:int=3, # attempts to start a kernel
                ) -> dict:
     "Execute the experiment notebook for `exp` with papermill; on failure write `<run-id>.failed.json`. Returns a status row."
+    out = Path(out).resolve(); rid = run_id(exp)
+    lock = _claim(out, rid)
+    if lock is None: return dict(run_id=rid, status='busy', seconds=0.0, error=None)   # another sweep is running it
+    try:
+        if _done(out, rid): return dict(run_id=rid, status='done', seconds=0.0, error=None)   # finished by another sweep meanwhile
+        return _execute(exp, out, rid, notebook, kernel_name, timeout, cache, start_retries)
+    finally: lock.close()
+
+def _claim(out:Path, rid:str):
+    "An exclusive lock on `out/results/.<rid>.lock` held until closed (the system drops it when the process dies), or None if taken."
+    (out/'results').mkdir(parents=True, exist_ok=True)
+    f = open(out/'results'/f".{rid}.lock", 'a')
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); return f
+    except BlockingIOError: f.close(); return None
+
+def _done(out:Path, rid:str) -> bool:
+    "Whether `rid` has a sound results file."
+    try: load_result(Path(out)/'results'/f"{rid}.json"); return True
+    except ValueError: return False
+
+def _execute(exp, out, rid, notebook, kernel_name, timeout, cache, start_retries) -> dict:
+    "One papermill execution of the run's notebook; its status row."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-    out = Path(out).resolve(); rid = run_id(exp); nb_rel = f"notebooks/{rid}.ipynb"
+    nb_rel = f"notebooks/{rid}.ipynb"
     (out/'notebooks').mkdir(parents=True, exist_ok=True)
     params = dict(asdict(exp), out=str(out), cache=cache)
     t0, err = time.time(), None
@@ -121,11 +183,11 @@ def execute_run(exp:Experiment, # the grid point
             if (out/nb_rel).exists() and any(c.get('execution_count') for c in json.loads((out/nb_rel).read_text()).get('cells', [])): break
             time.sleep(1 + np.random.default_rng().random() * 3)
     nbp = out/nb_rel
-    if nbp.exists() and secret_values():
+    if nbp.exists():   # its parameters and outputs: no key, no password of a URL
         txt = nbp.read_text(); red = redact(txt)
         if red != txt: write_atomic(nbp, red)
     res, failed = out/'results'/f"{rid}.json", out/'results'/f"{rid}.failed.json"
-    if err is None and not res.exists(): err = dict(error='the notebook finished without writing its results file', traceback='')
+    if err is None and not _done(out, rid): err = dict(error='the notebook finished without writing a sound results file', traceback='')
     row = dict(run_id=rid, status='ran' if err is None else 'failed', seconds=round(time.time() - t0, 1), error=err and err['error'])
     if err is None: failed.unlink(missing_ok=True)
     else: write_atomic(failed, redact(json.dumps(_clean(dict(run_id=rid, params=asdict(exp), **err, notebook=nb_rel if nbp.exists() else None,
@@ -139,11 +201,12 @@ def sweep_status(grid, # a grid (see `expand_grid`)
                  out:str|Path, # sweep folder
                  **overrides, # settings replacing the grid's in every run
                 ) -> pd.DataFrame:
-    "One row per run of `grid`: its id, main settings and state ('done', 'failed' or 'todo')."
+    "One row per run of `grid`: its id, main settings and state ('done', 'damaged', 'failed' or 'todo')."
     res = Path(out)/'results'; rows = []
     for e in expand_grid(grid, **overrides):
         rid = run_id(e)
-        state = 'done' if (res/f"{rid}.json").exists() else 'failed' if (res/f"{rid}.failed.json").exists() else 'todo'
+        state = ('done' if _done(out, rid) else 'damaged' if (res/f"{rid}.json").exists()
+                 else 'failed' if (res/f"{rid}.failed.json").exists() else 'todo')
         rows.append(dict(run_id=rid, **{k: getattr(e, k) for k in _SHOW}, state=state))
     return pd.DataFrame(rows, columns=['run_id', *_SHOW, 'state'])
 
@@ -151,6 +214,18 @@ def sweep_status(grid, # a grid (see `expand_grid`)
 def _local_task(params:dict, out:str, notebook:str, kernel_name:str, timeout, cache) -> dict:
     "One run in a pool worker."
     return execute_run(Experiment(**params), out, notebook, kernel_name, timeout, cache)
+
+def _die_with(parent:int, poll:float=0.5):
+    "In a pool worker: once the sweep process `parent` is gone (even by kill -9), stop the kernels, remove their folders, exit."
+    def watch():
+        while os.getppid() == parent: time.sleep(poll)
+        try:
+            import psutil
+            for c in psutil.Process().children(recursive=True): c.kill()
+        except Exception: pass   # kernels also notice their parent is gone and exit
+        for d in Path(tempfile.gettempdir()).glob(f'{KERNEL_PREFIX}{os.getpid()}-*'): shutil.rmtree(d, ignore_errors=True)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name='labelnb-parent-watch').start()
 
 def run_sweep(grid, # a grid file, dict or list (see `load_grid`), or a list of `Experiment`s
               out:str|Path='runs/sweep', # sweep folder: results/, notebooks/, annotations.sqlite
@@ -170,16 +245,17 @@ def run_sweep(grid, # a grid file, dict or list (see `load_grid`), or a list of 
     "Run every point of `grid` that has no results file yet, with papermill, and return one status row per point."
     if executor not in ('local', 'ray'): raise ValueError(f"executor: must be 'local' or 'ray', got {executor!r}")
     if workers < 1: raise ValueError(f"workers: must be >= 1, got {workers}")
-    out = Path(out).resolve(); (out/'results').mkdir(parents=True, exist_ok=True)
+    out = Path(out).resolve()
     notebook = Path(notebook).resolve() if notebook else default_notebook()
-    status = sweep_status(grid, out, **overrides)
+    status = sweep_status(grid, out, **overrides)   # a bad grid fails here, before anything is written
     exps = {run_id(e): e for e in expand_grid(grid, **overrides)}
-    todo = status.run_id[(status.state == 'todo') | ((status.state == 'failed') & retry_failed)].tolist()
+    (out/'results').mkdir(parents=True, exist_ok=True); remove_stale_kernel_dirs()
+    todo = status.run_id[status.state.isin(['todo', 'damaged']) | ((status.state == 'failed') & retry_failed)].tolist()
     result = {r: 'done' for r in status.run_id[status.state == 'done']}
     result.update({r: 'skipped' for r in status.run_id[(status.state == 'failed') & ~retry_failed]})
     info = {}
-    write_atomic(out/'sweep.json', json.dumps(dict(grid=[asdict(e) for e in exps.values()], executor=executor,
-                                                   started=datetime.now(timezone.utc).isoformat(timespec='seconds')), indent=1))
+    write_atomic(out/'sweep.json', redact(json.dumps(_clean(dict(grid=[asdict(e) for e in exps.values()], executor=executor,
+                                                   started=datetime.now(timezone.utc).isoformat(timespec='seconds'))), indent=1)))
     bar = tqdm(total=len(todo), desc=f"sweep ({len(status) - len(todo)} of {len(status)} done)", disable=not progress or not todo)
     def record(row):
         result[row['run_id']] = row['status']; info[row['run_id']] = row; bar.update()
@@ -192,7 +268,7 @@ def run_sweep(grid, # a grid file, dict or list (see `load_grid`), or a list of 
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
             from labelnb import sweep as pkg  # spawned workers import the task from the package
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context('spawn')) as ex:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context('spawn'), initializer=pkg._die_with, initargs=(os.getpid(),)) as ex:
                 futs = [ex.submit(pkg._local_task, asdict(exps[r]), str(out), str(notebook), kernel_name, timeout, cache) for r in todo]
                 for f in as_completed(futs): record(f.result())
     finally: bar.close()
@@ -261,6 +337,9 @@ def _sweep_cmd(a):
     print(st.drop(columns=['error']).to_string(index=False))
     for _, r in st[st.status == 'failed'].iterrows(): print(f"FAILED {r.run_id}: {r.error}")
     print(st.status.value_counts().to_string())
+    busy, failed = int((st.status == 'busy').sum()), int((st.status == 'failed').sum())
+    if busy: print(f"{busy} run(s) were being run by another sweep on {a.out}; run again to check on them")
+    if failed: raise SystemExit(f"labelnb sweep: {failed} of {len(st)} runs failed (see FAILED above and {a.out}/results/*.failed.json)")
     return st
 
 def add_sweep_cli(subparsers):

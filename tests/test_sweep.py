@@ -1,6 +1,7 @@
 """Tests of labelnb.sweep and labelnb.report: real papermill sweeps of the tiny grid (killed and resumed), the Ray executor,
 failures, secrets, and the annotator's mitigations, on the data in ../shared/data."""
-import argparse, json, os, signal, subprocess, sys, time
+import argparse, json, math, os, signal, subprocess, sys, tempfile, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from dataclasses import asdict
 from pathlib import Path
 
@@ -232,3 +233,145 @@ def test_llm_mitigations_and_noise_controls(tmp_path):
         assert (y != gold).sum() == (y_llm != gold).sum() and (y != y_llm).any()
         if mode == 'confusion': assert np.array_equal(np.bincount(y[y >= 0], minlength=2), np.bincount(y_llm[y_llm >= 0], minlength=2))
     with pytest.raises(ValueError, match='needs LLM labels'): Experiment(dataset='imdb', mitigation='forward')
+
+
+# ---- issue 16: nothing leaks, nothing is lost, nothing runs twice (sweep side) ----
+
+URL_KEY = 'pw-in-the-url-5d1e0c77aa'   # a password inside the server URL, not in the environment
+
+
+class Echo(BaseHTTPRequestHandler):
+    "A fake OpenAI-compatible server on loopback that answers with logprobs and echoes the request headers in its answer."
+    seen = []
+    def log_message(self, *a): pass
+    def _send(self, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(200); self.send_header('Content-Type', 'application/json'); self.send_header('Content-Length', str(len(data)))
+        self.end_headers(); self.wfile.write(data)
+    def do_GET(self):
+        type(self).seen.append(dict(self.headers)); self._send({'data': [{'id': 'fake'}]})
+    def do_POST(self):
+        type(self).seen.append(dict(self.headers)); body = self.rfile.read(int(self.headers['Content-Length']))
+        echo = ' '.join(f'{k}={v}' for k, v in self.headers.items())
+        a, b = ('1', '0') if hash(body) % 2 else ('0', '1')   # both classes, so the student can be trained
+        self._send({'choices': [{'text': f" {a} {echo}\n", 'logprobs': {'tokens': [a], 'token_logprobs': [math.log(.7)],
+                    'top_logprobs': [{a: math.log(.7), b: math.log(.3)}]}}], 'usage': {'prompt_tokens': 9, 'completion_tokens': 1}})
+
+
+@pytest.fixture
+def echo_server():
+    Echo.seen = []
+    s = ThreadingHTTPServer(('127.0.0.1', 0), Echo)
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+    yield s.server_address[1]
+    s.shutdown(); s.server_close()
+
+
+def test_no_secret_on_disk_after_a_sweep_against_a_server(tmp_path, echo_server, monkeypatch):
+    """A key in the environment (sent as a Bearer header and echoed back by the server) and a password in a server URL (sent as
+    Basic auth): no file under the sweep folder, cache included, holds either, in plain text or base64."""
+    import base64
+    for k, v in ENV.items(): monkeypatch.setenv(k, v)
+    with_pw, plain = f'http://labelnb:{URL_KEY}@127.0.0.1:{echo_server}/v1#fake', f'http://127.0.0.1:{echo_server}/v1#other'
+    grid = {'base': dict(dataset='sst2', source='annotator', n_train=12, n_test=8, n_demo_pool=4, n_shots=2, calibrate=False,
+                         max_length=16, num_threads=1), 'grid': {'llm': [with_pw, plain]}}
+    out = tmp_path/'sweep'
+    st = run_sweep(grid, out, progress=False)
+    assert st.status.tolist() == ['ran', 'ran'], st.error.tolist()
+    basic = base64.b64encode(f'labelnb:{URL_KEY}'.encode()).decode()
+    assert any(f'Bearer {KEY}' in str(h) for h in Echo.seen) and any(basic in str(h) for h in Echo.seen), 'the server saw no secret: the test proves nothing'
+    recs = [json.loads(p.read_text()) for p in (out/'results').glob('*.json')]
+    assert all(r['labels']['annotation_calls'] == 12 and r['labels']['annotator'] in (f'server:fake@127.0.0.1:{echo_server}', f'server:other@127.0.0.1:{echo_server}') for r in recs)
+    files = [p for p in out.rglob('*') if p.is_file()]
+    assert {'sweep.json', 'annotations.sqlite'} <= {p.name for p in files} and len(list((out/'notebooks').glob('*.ipynb'))) == 2
+    leaks = {str(p.relative_to(out)): [s for s in (KEY, URL_KEY, basic) if s.encode() in p.read_bytes()] for p in files}
+    assert sorted(run_id(Experiment(**r['params'])) for r in recs) == sorted(r['run_id'] for r in recs)   # redacted records still name their runs
+    # what the sweep writes (sweep.json, notebooks, results, failures) ...
+    assert not {p: s for p, s in leaks.items() if s and not p.startswith('annotations.sqlite')}, leaks
+    # ... and the annotation cache, whose raw answers echo the headers (redacted where the server client stores them)
+    assert not {p: s for p, s in leaks.items() if s}, leaks
+
+
+def test_a_grid_value_containing_a_secret_is_refused(monkeypatch):
+    monkeypatch.setenv('OPENAI_API_KEY', KEY)
+    with pytest.raises(ValueError, match='is a secret from the environment or contains one'):
+        expand_grid({'base': {'source': 'annotator', 'llm': f'http://u:{KEY}@127.0.0.1:9/v1#m'}, 'grid': {'seed': [0]}})
+
+
+def test_failed_runs_make_the_command_fail(tmp_path):
+    (tmp_path/'g.yaml').write_text('base: {dataset: sst2, n_train: 1000000, n_test: 16}\ngrid: {seed: [0]}\n')
+    r = subprocess.run([sys.executable, '-c', 'from labelnb.cli import main; main()', 'sweep', str(tmp_path/'g.yaml'), '--out', str(tmp_path/'o')],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, **ENV})
+    assert r.returncode != 0 and '1 of 1 runs failed' in r.stderr, (r.returncode, r.stderr[-2000:])
+
+
+def _copy_committed(dest:Path, n:int=2) -> list:
+    "The first `n` committed gold IMDB results (JSON and predictions) copied into dest/results."
+    src = sorted((ROOT/'runs'/'study'/'results').glob('imdb-gold-n400-s*.json'))[:n]
+    (dest/'results').mkdir(parents=True)
+    for p in src:
+        for f in (p, p.with_name(p.name[:-5] + '.predictions.parquet')): (dest/'results'/f.name).write_bytes(f.read_bytes())
+    return [json.loads(p.read_text()) for p in src]
+
+
+def test_a_truncated_results_file_is_named_reported_and_rerun(tmp_path, capsys):
+    recs = _copy_committed(tmp_path)
+    bad = tmp_path/'results'/f"{recs[1]['run_id']}.json"
+    bad.write_text(bad.read_text()[:300])
+    with pytest.warns(UserWarning, match='damaged results file'): runs = collect(tmp_path)
+    assert runs.run_id.tolist() == [recs[0]['run_id']]
+    rep = build_report(tmp_path)
+    f = rep['failures'].set_index('run_id')
+    assert str(bad) in f.loc[recs[1]['run_id'], 'error']
+    ap = argparse.ArgumentParser(prog='labelnb'); sub = ap.add_subparsers(dest='cmd', required=True); add_cli(sub)
+    a = ap.parse_args(['report', str(tmp_path)]); a.func(a)
+    assert f"FAILED {recs[1]['run_id']}" in capsys.readouterr().out
+    exps = [Experiment(**r['params']) for r in recs]
+    assert sweep_status(exps, tmp_path).state.tolist() == ['done', 'damaged']   # a resumed sweep runs it again
+
+
+def test_report_and_sweep_typos_create_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no sweep folder'): build_report(tmp_path/'runs'/'stduy')
+    assert not (tmp_path/'runs').exists()
+    ap = argparse.ArgumentParser(prog='labelnb'); sub = ap.add_subparsers(dest='cmd', required=True); add_cli(sub)
+    a = ap.parse_args(['report', str(tmp_path/'nope')])
+    with pytest.raises(SystemExit, match='no sweep folder'): a.func(a)
+    assert not (tmp_path/'nope').exists()
+    (tmp_path/'g.yaml').write_text('base: {n_trian: 32}\n')
+    with pytest.raises(ValueError, match=r"g\.yaml: base: unknown parameter"): run_sweep(tmp_path/'g.yaml', tmp_path/'o', progress=False)
+    assert not (tmp_path/'o').exists()
+
+
+SWEEP = "import json, sys; from labelnb.sweep import run_sweep; st = run_sweep(sys.argv[1], sys.argv[2], progress=False, workers=int(sys.argv[3])); print(json.dumps(st.status.tolist()))"
+
+
+def test_two_sweeps_on_one_folder_run_each_point_once(tmp_path):
+    (tmp_path/'g.yaml').write_text('base: {dataset: sst2, n_train: 16, n_test: 16, num_threads: 1, max_length: 16}\ngrid: {seed: [0, 1]}\n')
+    env = {**os.environ, **ENV}
+    procs = [subprocess.Popen([sys.executable, '-c', SWEEP, str(tmp_path/'g.yaml'), str(tmp_path/'o'), '1'], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in outs]
+    statuses = [s for o, _ in outs for s in json.loads(o.strip().splitlines()[-1])]
+    assert statuses.count('ran') == 2, statuses        # two points, two executions in all (8 before the lock: 4 each)
+    assert set(statuses) <= {'ran', 'busy', 'done'}
+    assert len(finished(tmp_path/'o')) == 2
+
+
+def test_kill_9_of_a_pool_sweep_leaves_no_worker_and_no_kernel_files(tmp_path):
+    (tmp_path/'g.yaml').write_text('base: {dataset: sst2, n_train: 64, n_test: 32, num_threads: 1, epochs: 3}\ngrid: {seed: [0, 1, 2, 3]}\n')
+    proc = subprocess.Popen([sys.executable, '-c', 'from labelnb.cli import main; main()', 'sweep', str(tmp_path/'g.yaml'), '--out', str(tmp_path/'o'),
+                             '--workers', '2'], env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0, kids = time.time(), []
+    while time.time() - t0 < 240:   # until both workers run a kernel
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        if sum('ipykernel' in ' '.join(k.cmdline()) for k in kids if k.is_running()) >= 2: break
+        assert proc.poll() is None, 'the sweep ended before its kernels started'
+        time.sleep(0.5)
+    else: pytest.fail('no two kernels within 240 s')
+    pids = [proc.pid] + [k.pid for k in kids]
+    os.kill(proc.pid, signal.SIGKILL); proc.wait(10)             # the sweep alone, not its process group
+    gone, alive = psutil.wait_procs(kids, timeout=30)
+    assert not alive, [(p.pid, p.cmdline()[:3]) for p in alive]
+    left = [d for d in Path(tempfile.gettempdir()).glob('labelnb-kernel-*') if any(d.name.startswith(f'labelnb-kernel-{p}-') for p in pids)]
+    assert not left, left
