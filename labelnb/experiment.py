@@ -364,7 +364,7 @@ def run_experiment(exp:Experiment|None=None, # settings; None = built from `para
     preds = pd.DataFrame({'row': test.row.to_numpy(), 'gold': test.label.to_numpy(), 'pred': r.test_pred,
                           **{f'prob_{k}': r.test_probs[:, k] for k in range(len(spec.labels))}})
     times['total_s'] = time.perf_counter() - t0
-    record = dict(run_id=rid, params=asdict(exp), label_names=spec.labels,
+    record = dict(run_id=rid, params=asdict(exp), label_names=spec.labels, train_config=asdict(cfg),   # every training setting, defaults included
                   metrics=dict(accuracy=m['accuracy'], macro_f1=m['macro_f1'], per_class_f1=m['per_class_f1'],
                                confusion=m['confusion'], n_test=m['n']),
                   labels=label_info if T is None else {**label_info, 'transition': T}, train={k: v for k, v in r.summary().items() if k not in ('test_accuracy', 'test_macro_f1')},
