@@ -28,10 +28,10 @@ def add_options(p:argparse.ArgumentParser, # the (sub)parser to add to
     helps, hints = docments(obj), typing.get_type_hints(obj)
     for name, par in inspect.signature(obj).parameters.items():
         if name in skip or par.kind in (par.VAR_POSITIONAL, par.VAR_KEYWORD): continue
-        opt, hint, dflt, h = '--' + name.replace('_', '-'), _base_type(hints.get(name, str)), par.default, helps.get(name) or ''
+        opt, hint, dflt, h = '--' + name.replace('_', '-'), _base_type(hints.get(name, str)), par.default, (helps.get(name) or '').replace('%', '%%')  # argparse %-formats help
         if hint is bool: p.add_argument(opt, action=argparse.BooleanOptionalAction, default=dflt, help=h); continue
         kw = dict(choices=list(typing.get_args(hint)), type=str) if typing.get_origin(hint) is Literal else dict(type=hint if hint in (int, float) else str)
-        p.add_argument(opt, default=dflt, help=f"{h} (default: {dflt})", **kw)
+        p.add_argument(opt, default=dflt, help=f"{h} (default: {str(dflt).replace('%', '%%')})", **kw)
 
 # %% ../nbs/09_cli.ipynb #c5064644
 def annotator_llm(llm:str|None=None, # hub name, local folder, .gguf file, or 'http(s)://host:port/v1#model' of a server; None = bundled SmolLM2

@@ -1,4 +1,4 @@
-"""The spine end to end: annotate with an in-process LLM, fine-tune on gold, on those labels and on a real LLM's labels, compare
+"""The main job: the paper's effect on one screen, from real LLM labels, over three seeds, next to a bag of words
 
 Docs: https://labelnb.github.io/labelnb/demo.html.md"""
 
@@ -6,92 +6,148 @@ Docs: https://labelnb.github.io/labelnb/demo.html.md"""
 
 # %% ../nbs/08_demo.ipynb #ddb0026d
 from __future__ import annotations
-import json, time
-from dataclasses import dataclass, asdict
+import json, os, platform, re, time
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
+from typing import Literal
 import numpy as np, pandas as pd
-from .data import get_spec, load, labels_of
-from .metrics import classification_metrics
+from .data import get_spec
+from .baseline import tfidf_baseline
 
 # %% auto #0
-__all__ = ['DemoConfig', 'annotate_train', 'run_demo']
+__all__ = ['DemoConfig', 'demo_grid', 'summarize', 'to_markdown', 'plot_runs', 'run_demo']
 
 # %% ../nbs/08_demo.ipynb #60ab7d61
 @dataclass
 class DemoConfig:
-    "Settings of the main job; the defaults run in about 7 minutes on 2 CPU cores."
-    dataset:str='imdb' # registered dataset
-    n_train:int=400 # training texts (annotated by the LLM, then used to fine-tune)
-    n_test:int=500 # gold test texts (fixed sample)
-    n_demo_pool:int=100 # extra training texts the demonstrations are drawn from
-    seed:int=0 # sampling, demonstration and fine-tuning seed
-    n_shots:int=3 # demonstrations per prompt (the paper: 3); 0 = zero-shot
-    answer:str='word' # 'word': the LLM answers with the label name; 'index': with its number, as in the paper
-    calibrate:bool=True # contextual calibration of the in-process LLM
-    llm:str|None=None # annotator: hub name, local folder or .gguf; None = bundled SmolLM2-135M-Instruct
-    llm_dtype:str='auto' # annotator weights: float32, bfloat16, or auto (bfloat16 on CPUs with bf16 instructions)
+    "Settings of the main job: Jigsaw gold vs Qwen2.5-7B labels over seeds, the TF-IDF baseline, and labelnb's annotator on short texts."
+    dataset:str='toxic_jigsaw' # registered dataset with real LLM labels
+    llm_source:str='llm:qwen2.5-7b' # its real LLM label source, compared with gold
+    n_train:int=500 # training texts
+    n_test:int=500 # gold test texts (a fixed sample)
+    seeds:int=3 # fine-tuning seeds per label source (0, 1, ...)
+    balance:bool=True # weight the loss by inverse class frequency (Jigsaw is 8% toxic)
+    annotator_dataset:str='mr' # short texts for labelnb's in-process annotator ('' = skip that part)
+    annotator_n:int=100 # texts it annotates, then students learn from (one seed)
+    n_shots:int=3 # demonstrations per prompt (the paper: 3)
+    n_demo_pool:int=32 # training texts the demonstrations are drawn from, never annotated
+    answer:Literal['word', 'index']='word' # the annotator answers with the label name, or its number as in the paper (SmolLM2: near chance)
+    calibrate:bool=True # contextual calibration of the annotator's label distributions
+    llm:str|None=None # annotator: hub name, local folder, .gguf, or 'URL#model' of a server; None = bundled SmolLM2-135M-Instruct
+    llm_dtype:Literal['auto', 'float32', 'bfloat16']='auto' # annotator weights; auto = bfloat16 on CPUs with bf16 instructions
     encoder:str|None=None # student: hub name or local folder; None = bundled all-MiniLM-L6-v2
+    max_length:int=64 # encoder tokens per text
     epochs:int=3 # fine-tuning epochs (the paper: 3)
-    max_length:int=128 # encoder tokens per text
-    out:str='runs/demo' # folder for the table, the annotations and their cache
+    lr:float=5e-5 # peak learning rate (the study's; the paper's 2e-5 is too low for MiniLM at this size)
+    bf16:bool=True # bfloat16 autocast while fine-tuning (fast on CPUs with bf16 instructions)
+    num_threads:int=0 # torch CPU threads; 0 = one per core
+    out:str='runs/demo' # folder for the table, the figure, the runs and the annotation cache
 
-# %% ../nbs/08_demo.ipynb #f7a5af54
-def annotate_train(cfg:DemoConfig, # settings
-                   train:pd.DataFrame, # the texts to label
-                   pool:pd.DataFrame, # texts with gold labels to draw demonstrations from
-                   llm=None, # a loaded LLM to reuse (else loaded from `cfg.llm`)
-                   progress:bool=True,
-                  ) -> pd.DataFrame:
-    "LLM annotations of `train` (calibrated if `cfg.calibrate`), with `label_raw` the uncalibrated argmax."
-    from labelnb.annotate import annotate
-    spec = get_spec(cfg.dataset)
-    if llm is None:
-        from labelnb.annotate import default_llm
-        llm = default_llm(cfg.llm_dtype, cfg.llm)
-    kw = dict(labels=spec.labels, descriptions=spec.descriptions, task=spec.task, demos=list(zip(pool.text, pool.label)),
-              llm=llm, n_shots=cfg.n_shots, answer=cfg.answer, seed=cfg.seed, cache=Path(cfg.out)/'annotations.sqlite')
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    raw = annotate(list(train.text), calibrate=False, progress=progress, **kw)
-    ann = annotate(list(train.text), calibrate=True, progress=False, **kw) if cfg.calibrate else raw.copy()
-    ann['label_raw'] = raw.label.to_numpy()
-    return ann
+# %% ../nbs/08_demo.ipynb #3316f6f0
+def demo_grid(cfg:DemoConfig) -> list:
+    "The demo's runs as `Experiment`s: gold and the LLM source over seeds, then gold and the in-process annotator on short texts."
+    from labelnb.experiment import Experiment
+    common = dict(n_test=cfg.n_test, encoder=cfg.encoder, max_length=cfg.max_length, epochs=cfg.epochs, lr=cfg.lr, bf16=cfg.bf16,
+                  num_threads=cfg.num_threads)
+    grid = [Experiment(dataset=cfg.dataset, source=s, seed=k, n_train=cfg.n_train, balance=cfg.balance, **common)
+            for s in ('gold', cfg.llm_source) for k in range(cfg.seeds)]
+    if cfg.annotator_dataset:
+        grid += [Experiment(dataset=cfg.annotator_dataset, source=s, n_train=cfg.annotator_n, n_shots=cfg.n_shots, n_demo_pool=cfg.n_demo_pool,
+                            answer=cfg.answer, calibrate=cfg.calibrate, llm=cfg.llm, llm_dtype=cfg.llm_dtype, **common)
+                 for s in ('gold', 'annotator')]
+    return grid
 
-# %% ../nbs/08_demo.ipynb #214e1512
+# %% ../nbs/08_demo.ipynb #d47491c7
+def summarize(runs:pd.DataFrame, # one row per run: task, source, student, seed, label_accuracy, accuracy, macro_f1, seconds
+             ) -> pd.DataFrame:
+    "Mean and SD over seeds of accuracy and macro-F1 per task, label source and student, in the runs' order."
+    g = runs.groupby(['task', 'source', 'student'], sort=False)
+    t = g.agg(label_accuracy=('label_accuracy', 'mean'), runs=('seed', 'size'), accuracy=('accuracy', 'mean'),
+              accuracy_sd=('accuracy', 'std'), macro_f1=('macro_f1', 'mean'), macro_f1_sd=('macro_f1', 'std'),
+              seconds=('seconds', 'sum')).reset_index()
+    return t.round(4)
+
+def to_markdown(table:pd.DataFrame) -> str:
+    "The table as markdown, scores as mean ± sd (sd only where there are several runs)."
+    f = lambda m, s, n: f"{m:.3f}" if n < 2 or pd.isna(s) else f"{m:.3f} ± {s:.3f}"
+    lines = ['| task | label source | student | label accuracy | runs | accuracy | macro-F1 |', '|---|---|---|---|---|---|---|']
+    for r in table.itertuples():
+        lines.append(f"| {r.task} | {r.source} | {r.student} | {r.label_accuracy:.3f} | {r.runs} | "
+                     f"{f(r.accuracy, r.accuracy_sd, r.runs)} | {f(r.macro_f1, r.macro_f1_sd, r.runs)} |")
+    return '\n'.join(lines) + '\n'
+
+# %% ../nbs/08_demo.ipynb #8461ccd2
+def plot_runs(runs:pd.DataFrame, # one row per run (see `summarize`)
+              path:str|Path|None=None, # PNG to save the figure to
+             ):
+    "Accuracy and macro-F1 of every run, one row per task and label source, students side by side."
+    import matplotlib.pyplot as plt, seaborn as sns
+    r = runs.assign(row=runs.task + '\n' + runs.source)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.75*r.row.nunique() + 1.5), sharey=True)
+    for ax, m, name in zip(axes, ['accuracy', 'macro_f1'], ['test accuracy', 'test macro-F1']):
+        sns.stripplot(r, x=m, y='row', hue='student', dodge=True, jitter=False, size=7, ax=ax, palette='deep',
+                      marker='o', legend=ax is axes[1])
+        ax.set(xlabel=name, ylabel=''); ax.grid(axis='x', alpha=0.3)
+    axes[1].legend(title='student', loc='lower right', fontsize=8)
+    fig.suptitle('students trained on gold vs LLM labels (one dot per seed)'); fig.tight_layout()
+    if path is not None: fig.savefig(path, dpi=110); plt.close(fig)
+    return fig
+
+# %% ../nbs/08_demo.ipynb #2bb31cd1
+def _machine() -> dict:
+    "Where the run happened: CPU model, cores, load average at the call."
+    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor()) \
+          if Path('/proc/cpuinfo').exists() else platform.processor()
+    return dict(cpu=cpu, cores=os.cpu_count(), load_average=[round(x, 2) for x in os.getloadavg()] if hasattr(os, 'getloadavg') else None)
+
+def _cpu_seconds() -> float|None:
+    "CPU time this process has used so far (user + system), a figure the machine's other load does not inflate much."
+    try: import resource
+    except ImportError: return None
+    ru = resource.getrusage(resource.RUSAGE_SELF); return round(ru.ru_utime + ru.ru_stime, 1)
+
+def _row(exp, task, source, student, seed, label_accuracy, accuracy, macro_f1, seconds):
+    return dict(task=task, source=source, student=student, seed=seed, label_accuracy=label_accuracy, accuracy=accuracy,
+                macro_f1=macro_f1, seconds=round(seconds, 1), n_train=exp.n_train)
+
+def _source_name(exp, info) -> str:
+    if exp.source == 'gold': return 'gold'
+    if exp.source == 'annotator':  # 'SmolLM2-135M-Instruct.Q4_1@bfloat16' -> 'SmolLM2-135M-Instruct'
+        name = re.sub(r'(\.Q\d\w*)?(@\w+)?$', '', str(info.get('annotator') or 'annotator'))
+        return f"{name} (labelnb, in-process)"
+    return f"{exp.source[4:]} (released labels)"
+
+# %% ../nbs/08_demo.ipynb #08541770
 def run_demo(cfg:DemoConfig|None=None, # settings (defaults: `DemoConfig()`)
-             llm=None, # a loaded LLM to reuse
              progress:bool=True, # progress bars
-             verbose:bool=True, # print what happens
+             verbose:bool=True, # print what happens, then the table
             ) -> pd.DataFrame:
-    "Annotate, fine-tune on gold / in-process LLM / real LLM labels, and return the comparison table."
-    from labelnb.train import TrainConfig, finetune
-    cfg = cfg or DemoConfig(); spec = get_spec(cfg.dataset); out = Path(cfg.out); out.mkdir(parents=True, exist_ok=True)
+    "Run the demo grid and the baselines; write runs.csv, table.csv, table.md, figure.png and summary.json to `cfg.out`; return the table."
+    from labelnb.experiment import run_experiment, sample, training_labels
+    cfg = cfg or DemoConfig(); out = Path(cfg.out); out.mkdir(parents=True, exist_ok=True)
     say = print if verbose else (lambda *a, **k: None)
-    t0 = time.time()
-    sample = load(cfg.dataset, 'train', n=cfg.n_train + cfg.n_demo_pool, seed=cfg.seed)
-    train, pool = sample.iloc[:cfg.n_train].reset_index(drop=True), sample.iloc[cfg.n_train:].reset_index(drop=True)
-    test = load(cfg.dataset, 'test', n=cfg.n_test)
-    say(f"{cfg.dataset}: {len(train)} training texts, {len(test)} test texts; annotating with the in-process LLM")
-    ann = annotate_train(cfg, train, pool, llm=llm, progress=progress)
-    llm_name = ann.model.iloc[0]
-    sources = {'gold': train.label.to_numpy(), f'{llm_name} (in-process)': ann.label.to_numpy()}
-    sources.update({c: labels_of(train, c) for c in train.columns if c.startswith('llm:')})
-    ann_acc = dict(raw=float((ann.label_raw == train.label).mean()), calibrated=float((ann.label == train.label).mean()))
-    say(f"annotator accuracy on the training texts: uncalibrated {ann_acc['raw']:.3f}, calibrated {ann_acc['calibrated']:.3f}")
-    tcfg = TrainConfig(model=cfg.encoder, epochs=cfg.epochs, max_length=cfg.max_length, seed=cfg.seed)
-    rows = []
-    for name, y in sources.items():
-        row = dict(source=name, label_accuracy=float((y == train.label.to_numpy()).mean()), abstained=int((y == -1).sum()),
-                   student_accuracy=np.nan, student_macro_f1=np.nan, train_seconds=np.nan, note='')
-        if len(np.unique(y[y >= 0])) < 2:  # a collapsed annotator: nothing to learn from, say so instead of failing
-            row['note'] = f"all labels are class {spec.labels[int(y[y >= 0][0])]!r}: not trained"; say(row['note']); rows.append(row); continue
-        say(f"fine-tuning on {name} labels")
-        r = finetune(list(train.text), y, list(test.text), spec.labels, config=tcfg, test_labels=test.label.to_numpy(), progress=progress)
-        m = classification_metrics(test.label, r.test_pred, spec.labels)
-        rows.append({**row, 'student_accuracy': m['accuracy'], 'student_macro_f1': m['macro_f1'], 'train_seconds': round(r.train_seconds, 1)})
-    table = pd.DataFrame(rows)
-    table.to_csv(out/'table.csv', index=False)
-    ann.drop(columns=['probs']).assign(probs=[json.dumps(list(map(float, p))) for p in ann.probs]).to_csv(out/'annotations.csv', index=False)
-    (out/'summary.json').write_text(json.dumps(dict(config=asdict(cfg), annotator_accuracy=ann_acc, table=rows,
-                                                    wall_seconds=round(time.time() - t0, 1)), indent=2))
-    say(f"done in {time.time() - t0:.0f} s; results in {out}")
+    t0, cpu0, machine, rows, fitted = time.time(), _cpu_seconds(), _machine(), [], set()
+    grid = demo_grid(cfg)
+    for i, exp in enumerate(grid):
+        say(f"[{i + 1}/{len(grid)}] {exp.dataset}: MiniLM on {exp.source} labels, seed {exp.seed} ({time.time() - t0:.0f} s so far)")
+        rec = run_experiment(exp, out=out, progress=progress)
+        info, task = rec['labels'], get_spec(exp.dataset).name
+        source = _source_name(exp, info)
+        rows.append(_row(exp, task, source, 'MiniLM-L6 (fine-tuned)', exp.seed, info['label_accuracy'], rec['metrics']['accuracy'],
+                         rec['metrics']['macro_f1'], rec['timings']['total_s']))
+        if (task, exp.source) in fitted: continue
+        fitted.add((task, exp.source))
+        train, pool, test = sample(exp)
+        y, _ = training_labels(exp, train, pool, out/'annotations.sqlite')  # the student's labels (cached for the annotator)
+        b = tfidf_baseline(list(train.text), y, list(test.text), get_spec(exp.dataset).labels, test_labels=test.label.to_numpy(), seed=0)
+        rows.append(_row(exp, task, source, 'TF-IDF + LR (baseline)', 0, info['label_accuracy'], b.test_accuracy, b.test_macro_f1, b.seconds))
+    runs = pd.DataFrame(rows); table = summarize(runs)
+    runs.to_csv(out/'runs.csv', index=False); table.to_csv(out/'table.csv', index=False)
+    md = to_markdown(table); (out/'table.md').write_text(md)
+    plot_runs(runs, out/'figure.png')
+    wall = round(time.time() - t0, 1)
+    (out/'summary.json').write_text(json.dumps(dict(config=asdict(cfg), wall_seconds=wall, machine=machine,
+                                                    cpu_seconds=None if cpu0 is None else round(_cpu_seconds() - cpu0, 1),
+                                                    load_average_end=_machine()['load_average']), indent=2))
+    say('\n' + md + f"\ndone in {wall:.0f} s on {machine['cores']} cores; table.md, table.csv, runs.csv, figure.png in {out}")
     return table

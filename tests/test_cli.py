@@ -57,17 +57,12 @@ def test_unknown_dataset_is_a_clear_error(tmp_path):
     assert r.returncode != 0 and 'Unknown dataset' in r.stderr
 
 def test_tiny_demo_runs_offline(tmp_path):
+    "The real entry point, at the smallest size: Jigsaw gold vs Qwen2.5-7B, one seed each, no annotator."
     out = tmp_path/'demo'
-    r = labelnb('demo', '--n-train', '32', '--n-test', '24', '--n-demo-pool', '8', '--epochs', '1', '--max-length', '32',
-                '--out', str(out), timeout=900)
+    r = labelnb('demo', '--n-train', '32', '--n-test', '24', '--seeds', '1', '--annotator-dataset', '', '--epochs', '1',
+                '--max-length', '24', '--num-threads', '1', '--out', str(out), timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     table = pd.read_csv(out/'table.csv')
-    assert table.source.tolist()[0] == 'gold' and 'llm:llama2-70b' in table.source.tolist()
-    assert table.label_accuracy.iloc[0] == 1.0                       # gold agrees with itself
-    llama = table.set_index('source').loc['llm:llama2-70b']
-    assert 0.8 <= llama.label_accuracy <= 1.0                       # real Llama-2-70B labels are ~95% right
-    summary = json.loads((out/'summary.json').read_text())
-    assert set(summary['annotator_accuracy']) == {'raw', 'calibrated'}
-    ann = pd.read_csv(out/'annotations.csv')
-    assert len(ann) == 32 and ann.entropy.between(0, 0.6932).all()  # binary entropy is at most log 2
-    assert 'gold' in r.stdout and 'student_accuracy' in r.stdout    # the table is printed
+    assert table.source.tolist() == ['gold', 'gold', 'qwen2.5-7b (released labels)', 'qwen2.5-7b (released labels)']
+    assert table.label_accuracy.iloc[0] == 1.0 and 0.6 < table.label_accuracy.iloc[2] < 0.95
+    assert (out/'table.md').read_text() in r.stdout               # the table is printed as written
