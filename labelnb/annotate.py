@@ -6,12 +6,14 @@ Docs: https://labelnb.github.io/labelnb/annotate.html.md"""
 
 # %% ../nbs/01_annotate.ipynb #f40955db
 from __future__ import annotations
-import hashlib, json, sqlite3, time
+import hashlib, json, os, secrets, socket, sqlite3, time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 from scipy.stats import entropy as _entropy
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from tqdm.auto import tqdm
@@ -22,8 +24,8 @@ from .server import (parse_answer, logprob_positions, logprob_distribution, samp
                             ServerLLM)
 
 # %% auto #0
-__all__ = ['CONTENT_FREE', 'PromptTemplate', 'check_demos', 'draw_demos', 'calibrate_probs', 'text_hash', 'AnnotationCache',
-           'default_llm', 'fill_cache', 'annotate', 'annotation_accuracy']
+__all__ = ['CONTENT_FREE', 'PromptTemplate', 'check_demos', 'draw_demos', 'calibrate_probs', 'text_hash', 'CacheError',
+           'AnnotationCache', 'default_llm', 'fill_cache', 'annotate', 'annotation_accuracy']
 
 # %% ../nbs/01_annotate.ipynb #6fc15060
 def _check_labels(labels, descriptions):
@@ -103,54 +105,134 @@ def text_hash(text:str) -> str:
 
 _BASE = ("probs", "entropy", "label", "raw")
 
+class CacheError(RuntimeError):
+    "The annotation cache cannot be read, or holds a row that is no label distribution; the message names the file."
+
+def _alive(owner:str) -> bool:
+    "Whether the annotator that made a claim may still be running: always on another host; on this one, if its process is."
+    host, pid, _ = (owner.split(":") + ["", "", ""])[:3]
+    if host != socket.gethostname(): return True
+    if not pid.isdigit() or int(pid) == os.getpid(): return False  # this process's own claims from an earlier, interrupted run
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass
+    return True
+
 class AnnotationCache:
     "Annotations in SQLite, keyed by (model, prompt_id, text_hash)."
     def __init__(self, path:str|Path|None=None): # SQLite file; None keeps the cache in memory
         self.path = ":memory:" if path is None else str(path)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"  # whose claims are whose
         if path is not None: Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.con = sqlite3.connect(self.path, timeout=60)
-        if path is not None: self.con.execute("PRAGMA journal_mode=WAL")
-        self.con.execute("PRAGMA synchronous=NORMAL")
-        with self.con:
-            self.con.execute("""CREATE TABLE IF NOT EXISTS annotations (model TEXT NOT NULL, prompt_id TEXT NOT NULL,
-                text_hash TEXT NOT NULL, probs TEXT NOT NULL, entropy REAL NOT NULL, label INTEGER NOT NULL,
-                raw TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (model, prompt_id, text_hash))""")
-            self.con.execute("CREATE TABLE IF NOT EXISTS prompts (prompt_id TEXT PRIMARY KEY, spec TEXT NOT NULL)")
-            self.con.execute("""CREATE TABLE IF NOT EXISTS extras (model TEXT NOT NULL, prompt_id TEXT NOT NULL,
-                text_hash TEXT NOT NULL, extra TEXT NOT NULL, PRIMARY KEY (model, prompt_id, text_hash))""")
+        with self._errors():
+            self.con = sqlite3.connect(self.path, timeout=60)
+            if path is not None: self.con.execute("PRAGMA journal_mode=WAL")
+            self.con.execute("PRAGMA synchronous=NORMAL")
+            with self.con:
+                self.con.execute("""CREATE TABLE IF NOT EXISTS annotations (model TEXT NOT NULL, prompt_id TEXT NOT NULL,
+                    text_hash TEXT NOT NULL, probs TEXT NOT NULL, entropy REAL NOT NULL, label INTEGER NOT NULL,
+                    raw TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (model, prompt_id, text_hash))""")
+                self.con.execute("CREATE TABLE IF NOT EXISTS prompts (prompt_id TEXT PRIMARY KEY, spec TEXT NOT NULL)")
+                self.con.execute("""CREATE TABLE IF NOT EXISTS extras (model TEXT NOT NULL, prompt_id TEXT NOT NULL,
+                    text_hash TEXT NOT NULL, extra TEXT NOT NULL, PRIMARY KEY (model, prompt_id, text_hash))""")
+                self.con.execute("""CREATE TABLE IF NOT EXISTS claims (model TEXT NOT NULL, prompt_id TEXT NOT NULL,
+                    text_hash TEXT NOT NULL, owner TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (model, prompt_id, text_hash))""")
+
+    @contextmanager
+    def _errors(self):
+        "SQLite's errors with the cache's path in them."
+        try: yield
+        except sqlite3.DatabaseError as e:
+            hint = (" (the file is damaged: move it away to annotate afresh)" if isinstance(e, sqlite3.DatabaseError)
+                    and any(w in str(e) for w in ("malformed", "not a database", "corrupt")) else "")
+            raise CacheError(f"annotation cache {self.path}: {e}{hint}") from e
 
     def __repr__(self): return f"AnnotationCache({self.path!r}, {len(self)} annotations)"
-    def __len__(self): return self.con.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
+    def __len__(self):
+        with self._errors(): return self.con.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
     def close(self): self.con.close()
 
     def add_prompt(self, prompt_id:str, spec:dict):
         "Record what a `prompt_id` stands for."
-        with self.con: self.con.execute("INSERT OR IGNORE INTO prompts VALUES (?, ?)", (prompt_id, json.dumps(spec)))
+        with self._errors(), self.con: self.con.execute("INSERT OR IGNORE INTO prompts VALUES (?, ?)", (prompt_id, json.dumps(spec)))
 
-    def get(self, model:str, prompt_id:str, hashes) -> dict:
-        "The cached annotations among `hashes`, as {text_hash: dict(probs, entropy, label, raw, any extras)}."
-        hashes, found = list(dict.fromkeys(hashes)), {}
+# %% ../nbs/01_annotate.ipynb #d11cfd4a
+def _check_row(path, model, prompt_id, h, probs, label, n_classes):
+    "A cached distribution as stored, or a CacheError naming the file and the row."
+    p = np.asarray(probs, dtype=float) if isinstance(probs, list) and all(isinstance(x, (int, float)) for x in probs) else None
+    ok = p is not None and p.ndim == 1 and (n_classes is None or len(p) == n_classes) and (
+         (np.isnan(p).all() and label == -1) or
+         (not np.isnan(p).any() and (p >= 0).all() and abs(p.sum() - 1) < 1e-6 and label == int(p.argmax())))
+    if not ok:
+        raise CacheError(f"annotation cache {path}: the row of text {h} (model {model!r}, prompt {prompt_id}) holds probabilities "
+                         f"{json.dumps(probs)[:120]} with label {label}, not a distribution over {n_classes or 'its'} classes; "
+                         f"delete the row to annotate the text again")
+    return probs
+
+@patch
+def get(self:AnnotationCache, model:str, prompt_id:str, hashes,
+        n_classes:int|None=None, # the number of classes every distribution must have
+       ) -> dict:
+    "The cached annotations among `hashes`, as {text_hash: dict(probs, entropy, label, raw, any extras)}, each checked."
+    hashes, found = list(dict.fromkeys(hashes)), {}
+    with self._errors():
         for s in range(0, len(hashes), 500):
             chunk = hashes[s:s+500]
             q = ("SELECT a.text_hash, a.probs, a.entropy, a.label, a.raw, x.extra FROM annotations a LEFT JOIN extras x "
                  "USING (model, prompt_id, text_hash) WHERE a.model=? AND a.prompt_id=? "
                  f"AND a.text_hash IN ({','.join('?'*len(chunk))})")
             for h, p, e, l, r, x in self.con.execute(q, [model, prompt_id, *chunk]):
-                found[h] = dict(probs=json.loads(p), entropy=e if e >= 0 else float("nan"), label=l, raw=r,
-                                **(json.loads(x) if x else {}))
-        return found
+                try: probs = json.loads(p)
+                except ValueError: probs = p
+                found[h] = dict(probs=_check_row(self.path, model, prompt_id, h, probs, l, n_classes),
+                                entropy=e if e >= 0 else float("nan"), label=l, raw=r, **(json.loads(x) if x else {}))
+    return found
 
-    def put(self, model:str, prompt_id:str, rows:dict):
-        "Store {text_hash: dict(probs, entropy, label, raw, any extras)} in one transaction; rows already there are kept."
-        now = time.time()
-        ent = lambda e: float(e) if e == e else -1.0  # an abstention's undefined entropy is stored as -1
-        with self.con:
-            self.con.executemany("INSERT OR IGNORE INTO annotations VALUES (?,?,?,?,?,?,?,?)",
-                [(model, prompt_id, h, json.dumps([float(x) for x in r["probs"]]), ent(r["entropy"]),
-                  int(r["label"]), str(r["raw"]), now) for h, r in rows.items()])
-            self.con.executemany("INSERT OR IGNORE INTO extras VALUES (?,?,?,?)",
-                [(model, prompt_id, h, json.dumps({k: v for k, v in r.items() if k not in _BASE}))
-                 for h, r in rows.items() if set(r) - set(_BASE)])
+@patch
+def put(self:AnnotationCache, model:str, prompt_id:str, rows:dict):
+    "Store {text_hash: dict(probs, entropy, label, raw, any extras)} in one transaction; rows already there are kept."
+    now = time.time()
+    ent = lambda e: float(e) if e == e else -1.0  # an abstention's undefined entropy is stored as -1
+    with self._errors(), self.con:
+        self.con.executemany("INSERT OR IGNORE INTO annotations VALUES (?,?,?,?,?,?,?,?)",
+            [(model, prompt_id, h, json.dumps([float(x) for x in r["probs"]]), ent(r["entropy"]),
+              int(r["label"]), str(r["raw"]), now) for h, r in rows.items()])
+        self.con.executemany("INSERT OR IGNORE INTO extras VALUES (?,?,?,?)",
+            [(model, prompt_id, h, json.dumps({k: v for k, v in r.items() if k not in _BASE}))
+             for h, r in rows.items() if set(r) - set(_BASE)])
+        self.con.executemany("DELETE FROM claims WHERE model=? AND prompt_id=? AND text_hash=?", [(model, prompt_id, h) for h in rows])
+
+# %% ../nbs/01_annotate.ipynb #b8c87929
+@patch
+def claim(self:AnnotationCache, model:str, prompt_id:str, hashes:list, # candidates, in the order to score them
+          n:int, # claim at most this many
+          ttl:float=3600, # seconds a claim counts without its row arriving
+         ) -> list:
+    "Up to `n` of `hashes` with no annotation and no live claim of another annotator, claimed for this one."
+    with self._errors():
+        self.con.execute("BEGIN IMMEDIATE")  # one claimant at a time
+        try:
+            now = time.time()
+            held = {h for h, o, u in self.con.execute("SELECT text_hash, owner, until FROM claims WHERE model=? AND prompt_id=?",
+                                                       (model, prompt_id)) if o != self.owner and u > now and _alive(o)}
+            mine = []
+            for s in range(0, len(hashes), 500):
+                chunk = [h for h in hashes[s:s+500] if h not in held]
+                if not chunk: continue
+                q = f"SELECT text_hash FROM annotations WHERE model=? AND prompt_id=? AND text_hash IN ({','.join('?'*len(chunk))})"
+                have = {h for (h,) in self.con.execute(q, [model, prompt_id, *chunk])}
+                mine += [h for h in chunk if h not in have][:n - len(mine)]
+                if len(mine) >= n: break
+            self.con.executemany("INSERT OR REPLACE INTO claims VALUES (?,?,?,?,?)", [(model, prompt_id, h, self.owner, now + ttl) for h in mine])
+            self.con.commit()
+        except BaseException:
+            self.con.rollback(); raise
+    return mine
+
+@patch
+def release(self:AnnotationCache):
+    "Drop this annotator's claims (its unfinished texts are free for others again)."
+    with self._errors(), self.con: self.con.execute("DELETE FROM claims WHERE owner=?", (self.owner,))
 
 # %% ../nbs/01_annotate.ipynb #2aeb7a73
 _LLMS = {}
@@ -189,20 +271,32 @@ def fill_cache(llm, # a `LocalLLM`, a `ServerLLM`, or anything with their interf
                progress:bool=False, # show a progress bar
               ) -> dict:
     "{text_hash: annotation} for `items`: read from the cache, the rest scored (longest first) and stored as they come."
-    done = store.get(llm.name, prompt_id, items)
+    K, name = len(tmpl.answers), llm.name
+    done = store.get(name, prompt_id, items, K)
     todo = sorted((h for h in items if h not in done), key=lambda h: -len(items[h]))
-    with tqdm(total=len(todo), disable=not (progress and todo), desc="annotating") as pb:
-        if hasattr(llm, "label_rows") and todo:  # requests in flight; each answer is stored as soon as it arrives
-            for i, r in llm.label_rows([prompt(items[h], h) for h in todo], tmpl.answers, tmpl.labels, tmpl.answer):
-                row = _annotation(**r)
-                store.put(llm.name, prompt_id, {todo[i]: row})
-                done[todo[i]] = row; pb.update(1)
-            return done
-        for s in range(0, len(todo), batch_size):
-            hs = todo[s:s+batch_size]
-            rows = dict(zip(hs, _scored_rows(llm, [prompt(items[h], h) for h in hs], tmpl, prefix)))
-            store.put(llm.name, prompt_id, rows)
-            done.update(rows); pb.update(len(hs))
+    server = hasattr(llm, "label_rows")  # requests in flight; each answer is stored as soon as it arrives
+    chunk = max(32, 4 * getattr(llm, "max_in_flight", 1)) if server else batch_size
+    try:
+        with tqdm(total=len(todo), disable=not (progress and todo), desc="annotating") as pb:
+            while todo:
+                mine = store.claim(name, prompt_id, todo, chunk)  # none of them another annotator is scoring
+                if not mine: time.sleep(0.25)  # the rest is another annotator's: wait for its rows
+                elif server:
+                    for i, r in llm.label_rows([prompt(items[h], h) for h in mine], tmpl.answers, tmpl.labels, tmpl.answer):
+                        row = _annotation(**r)
+                        store.put(name, prompt_id, {mine[i]: row})
+                        done[mine[i]] = row; pb.update(1)
+                else:
+                    for s in range(0, len(mine), batch_size):
+                        hs = mine[s:s+batch_size]
+                        rows = dict(zip(hs, _scored_rows(llm, [prompt(items[h], h) for h in hs], tmpl, prefix)))
+                        store.put(name, prompt_id, rows)
+                        done.update(rows); pb.update(len(hs))
+                theirs = store.get(name, prompt_id, [h for h in todo if h not in done], K)  # what others finished meanwhile
+                done.update(theirs); pb.update(len(theirs))
+                todo = [h for h in todo if h not in done]
+    finally:
+        store.release()
     return done
 
 # %% ../nbs/01_annotate.ipynb #c8024a2f

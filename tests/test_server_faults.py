@@ -111,3 +111,51 @@ def test_a_trickling_server_cannot_hold_a_request_past_its_deadline(fake):
     with pytest.raises(ServerError, match=r"failed after 1 attempts: ReadTimeout: no complete answer within 1.0 s"):
         llm.label_one("DRIP", [" 0", " 1"])
     assert time.monotonic() - t < 2.5  # the whole answer would take about 50 s
+
+
+RUNNER = textwrap.dedent('''
+    import json, os, sys, time
+    from pathlib import Path
+    from labelnb.annotate import annotate
+    from labelnb.server import ServerLLM
+    url, db, folder = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    (folder/f"ready-{os.getpid()}").touch()
+    t0 = time.time()
+    while not (folder/"go").exists() and time.time() - t0 < 300: time.sleep(0.01)
+    ann = annotate([f"text number {i:02d}" for i in range(24)], llm=ServerLLM(url, "m", api_key_env=None, mode="logprobs",
+                   max_in_flight=2), cache=db, labels=["negative", "positive"], n_shots=0, progress=False)
+    print(json.dumps(ann.label.tolist()))
+''')
+
+def test_two_annotators_on_one_cache_score_each_text_once(fake, tmp_path):
+    "Item 6: two processes annotating the same texts into one cache, started at the same moment, send one request per text."
+    fake.delay = 0.1
+    (tmp_path/"run.py").write_text(RUNNER)
+    procs = [subprocess.Popen([sys.executable, str(tmp_path/"run.py"), fake.url, str(tmp_path/"ann.sqlite"), str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        t0 = time.time()
+        while len(list(tmp_path.glob("ready-*"))) < 2 and time.time() - t0 < 300: time.sleep(0.05)
+        (tmp_path/"go").touch()
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs: p.kill()
+    assert [p.returncode for p in procs] == [0, 0]
+    assert all(json.loads(o.strip().splitlines()[-1]) == [1] * 24 for o in outs)
+    assert len(fake.requests) == 24 and len(set(fake.requests)) == 24  # today: 48, every text scored by both
+
+
+def test_a_damaged_cache_is_named(fake, tmp_path):
+    "Item 8: a file that is no SQLite database, and a row whose probabilities were altered on disk, are reported with the file."
+    llm = ServerLLM(fake.url, "m", api_key_env=None, mode="logprobs")
+    junk = tmp_path/"junk.sqlite"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(RuntimeError, match=f"annotation cache {junk}: file is not a database .*damaged"):
+        annotate(["a text"], llm=llm, cache=junk, **KW)
+    db = tmp_path/"ann.sqlite"
+    ann = annotate(["a text", "another text"], llm=llm, cache=db, **KW)
+    with sqlite3.connect(db) as con:  # a flipped digit: 0.3 becomes 0.9, the row sums to 1.6
+        p = con.execute("SELECT probs FROM annotations WHERE text_hash=?", (ann.text_hash[0],)).fetchone()[0]
+        con.execute("UPDATE annotations SET probs=? WHERE text_hash=?", (p.replace("0.3", "0.9", 1), ann.text_hash[0]))
+    with pytest.raises(RuntimeError, match=f"annotation cache {db}: the row of text {ann.text_hash[0]} .* not a distribution"):
+        annotate(["a text", "another text"], llm=llm, cache=db, **KW)
