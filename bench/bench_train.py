@@ -18,8 +18,12 @@ and macro-F1 (mean and SD over seeds). Useful FLOPs count real (unpadded) tokens
 matrix products) per token, plus attention 3 x 4 x layers x hidden x length^2 per text. Target: labelnb fast >= 3x
 labelnb reference examples/s on IMDB at 128 tokens, with macro-F1 within seed noise.
 
-    python bench/bench_train.py                               # IMDB and SST-2, 480 texts, 1 epoch, 5 seeds (~25 CPU-minutes)
+    python bench/bench_train.py                               # IMDB and SST-2, 480 texts, 1 epoch, 5 seeds, all five methods
     python bench/bench_train.py --cases imdb --seeds 0 --n-train 64 --n-test 64   # smoke run
+    python bench/bench_train.py --step-ratio                  # fast vs reference step, alternating on the same batches
+
+bench/results/train.{txt,json} hold: --n-train 320 --n-test 300 --seeds 0 1 2 with the four methods other than the frozen
+embeddings (a host at load 6-8 left no time for 5 seeds), then --step-ratio; about 25 CPU-minutes in all.
 """
 import argparse, csv, json, statistics, sys, tempfile, time
 from pathlib import Path
@@ -120,6 +124,25 @@ METHODS = {
 }
 
 
+def step_ratio(model_path, case, a, rounds=8):
+    "Seconds per training step of the fast and reference engines, alternating step by step on the same batches (robust to a drifting load)."
+    from labelnb.train import TrainConfig, _collate, encode, length_batches, make_student, resolve, train_step
+    texts, y, _, _ = load_case(case, a.batch_size * (rounds + 2), 1, 0)
+    students = {e: make_student(resolve(TrainConfig(model=model_path, engine=e, bf16=True, num_threads=a.threads)), NAMES, 100)
+                for e in ('fast', 'reference')}
+    ids = encode(students['fast'].tok, texts, a.max_length)
+    Y = torch.from_numpy(np.eye(2, dtype=np.float32)[y])
+    times = {e: [] for e in students}
+    for i, b in enumerate(length_batches([len(x) for x in ids], a.batch_size)):
+        for e, s in students.items():
+            t = time.perf_counter()
+            train_step(s, _collate([ids[j] for j in b], s.pad_id), Y[b], torch.ones(len(b)))
+            if i >= 2: times[e].append(time.perf_counter() - t)  # two warm-up steps
+    ratios = [r / f for f, r in zip(times['fast'], times['reference'])]
+    return dict(case=case, fast_s=statistics.median(times['fast']), reference_s=statistics.median(times['reference']),
+                median_ratio=statistics.median(ratios), min_ratio=min(ratios), max_ratio=max(ratios), steps=len(ratios))
+
+
 def summarise(rows):
     "One row per case and method: medians of speed, means and SDs of scores, ratios within the case."
     df = pd.DataFrame(rows)
@@ -149,6 +172,8 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--model', default=None)
     p.add_argument('--out', default=str(Path(__file__).parent / 'results' / 'train'), help='writes OUT.json and OUT.txt')
+    p.add_argument('--step-ratio', action='store_true', help='only time the fast and reference steps alternately (IMDB batches) and print the ratio')
+    p.add_argument('--resume', action='store_true', help='keep the runs already in OUT.json and skip them (an interrupted run goes on)')
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from labelnb.train import default_model
@@ -157,13 +182,21 @@ def main(argv=None):
     head = (f"n_train={a.n_train} n_test={a.n_test} max_length={a.max_length} epochs={a.epochs} batch={a.batch_size} lr={a.lr} "
             f"seeds={a.seeds} torch_threads={torch.get_num_threads()} native_bf16={native_bf16()}")
     print(head, flush=True)
+    if a.step_ratio:
+        r = step_ratio(model_path, 'imdb', a); print(r)
+        Path(a.out + '_step_ratio.json').write_text(json.dumps(dict(head=head, **r), indent=1))
+        return r
     rows, peaks = [], []
-    for case in a.cases:
-        for seed in a.seeds:
+    if a.resume and Path(a.out + '.json').exists():
+        old = json.loads(Path(a.out + '.json').read_text()); rows, peaks = old['runs'], old['peaks']
+    done = {(r['case'], r['seed'], r['method']) for r in rows}
+    for seed in a.seeds:  # seed-major: an interrupted run still has every case and method for its first seeds
+        for case in a.cases:
             data = load_case(case, a.n_train, a.n_test, seed)
             flops, (h, f) = matmul_flops(model_path, data[0], a.max_length)
             flops *= a.epochs
             for method in a.methods:
+                if (case, seed, method) in done: continue
                 peak = matmul_peak(h, f)  # taken right before each run: the shared host's load drifts
                 peaks.append(dict(case=case, seed=seed, method=method, bf16_peak_gflops=peak))
                 r = METHODS[method](model_path, *data, a, seed)
@@ -174,7 +207,7 @@ def main(argv=None):
                 print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
                 Path(a.out + '.json').write_text(json.dumps(dict(args=vars(a), runs=rows, peaks=peaks), indent=1))
     table = summarise(rows)
-    fp32_peak = matmul_peak(h, f, torch.float32)
+    fp32_peak = matmul_peak(*matmul_flops(model_path, ['x'], a.max_length)[1], torch.float32)
     pk = pd.DataFrame(peaks).bf16_peak_gflops
     with pd.option_context('display.width', 250, 'display.max_columns', 20, 'display.float_format', '{:.3f}'.format):
         text = (f"{head}\nbf16 matmul peak at the model's shapes, measured before every run: median {pk.median():.0f} GFLOP/s "
