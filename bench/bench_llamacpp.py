@@ -45,13 +45,14 @@ def main():
     ap.add_argument("--n", type=int, default=24, help="IMDB test reviews")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="server threads")
+    ap.add_argument("--lengths", nargs="+", default=["48,32", "256,128"], help="TEXT,DEMO token limits of the prompts")
     a = ap.parse_args()
     builds = dict(b.split("=", 1) for b in a.builds)
     spec = get_spec("imdb")
     test, train = load("imdb", "test", n=a.n + 1, root=DATA), load("imdb", "train", n=60, root=DATA)
     texts, pool = test.text.tolist(), list(zip(train.text, train.label))
     tok = LocalLLM().tokenizer
-    for lengths in [(48, 32), (256, 128)]:
+    for lengths in [tuple(map(int, x.split(","))) for x in a.lengths]:
         secs, labels = {b: [] for b in builds}, {}
         for r in range(a.rounds):
             for b, path in builds.items():

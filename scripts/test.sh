@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Install (if needed), then run the notebook tests and the pytest suite.
+# Install the test set (if needed: `setup.sh dev`), then run the notebook tests and the pytest suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh dev
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 nbdev-test --n-workers 1
