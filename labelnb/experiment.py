@@ -198,13 +198,16 @@ def train_config(exp:Experiment, seed:int|None=None) -> TrainConfig:
 def oof_probs(exp:Experiment, # settings (the student's, and `setting` = folds)
               texts:list[str], y, # training texts and the labels to cross-validate
               oof_dir:str|Path|None=None, # where to keep them: they depend on the labels and sample, not on `seed`
+              folds:int|None=None, # cross-validation folds; None = `exp.setting` (confident learning's knob)
              ) -> tuple[np.ndarray, float]:
-    "The student's out-of-sample probabilities for confident learning, computed once per sample and reused across seeds."
-    key = {k: v for k, v in asdict(exp).items() if k not in ('seed', 'num_threads')}
+    "The student's out-of-sample probabilities (confident learning, `disagree_student`), computed once per sample and labels and reused across seeds and remedies."
+    folds = int(exp.setting) if folds is None else int(folds)
+    key = {k: v for k, v in asdict(exp).items() if k not in ('seed', 'num_threads', 'mitigation', 'setting')}
+    key.update(folds=folds, labels=hashlib.sha256(np.asarray(y).tobytes()).hexdigest())   # the same labels of the same sample: the same probabilities
     path = None if oof_dir is None else Path(oof_dir)/(hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16] + '.npz')
     if path is not None and path.exists():
         z = np.load(path); return z['probs'], float(z['seconds'])
-    P, secs = student_oof_probs(list(texts), y, get_spec(exp.dataset).labels, train_config(exp, exp.sample_seed), folds=int(exp.setting))
+    P, secs = student_oof_probs(list(texts), y, get_spec(exp.dataset).labels, train_config(exp, exp.sample_seed), folds=folds)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True); tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
         np.savez(tmp, probs=P, seconds=secs); os.replace(tmp, path)
@@ -237,8 +240,11 @@ def training_labels(exp:Experiment, # settings
             def more(k):  # the same annotator prompted with k demonstration sets, the first one's labels being `y`
                 return np.stack([y] + [annotator_labels(exp, train.text, pool, exp.sample_seed + j, cache, progress).label.to_numpy()
                                        for j in range(1, k)]), None
+        folds = int(exp.setting) if REMEDIES[exp.mitigation].knob == 'folds' else int(REMEDIES['cleanlab'].default)
+        conf = f'{exp.source}:confidence'   # a stated confidence per label, where the data carries one
         inp = RemedyInput(y, gold, K, exp.setting, exp.sample_seed, probs=probs, more=more,
-                          oof=lambda labels: oof_probs(exp, train.text, labels, oof_dir))
+                          oof=lambda labels: oof_probs(exp, train.text, labels, oof_dir, folds), texts=list(train.text),
+                          confidence=train[conf].to_numpy(float) if conf in train else None)
         y, spent = apply_remedy(exp.mitigation, inp)
         info.update(spent)
     hard = hard_labels(y)
@@ -345,6 +351,7 @@ def run_experiment(exp:Experiment|None=None, # settings; None = built from `para
                   ) -> dict:
     "Run one grid point: sample, label, fine-tune, score; write its results file and predictions; return the record."
     from labelnb.train import finetune
+    from labelnb.baseline import tfidf_baseline
     exp = check_experiment(exp or Experiment(**params))
     t0, times = time.perf_counter(), {}
     spec, rid = get_spec(exp.dataset), run_id(exp)
@@ -361,14 +368,20 @@ def run_experiment(exp:Experiment|None=None, # settings; None = built from `para
                      transition=T, weights=balance_weights(y, len(spec.labels)) if exp.balance else None)
     times.update(finetune_s=time.perf_counter() - t, train_s=r.train_seconds, eval_s=r.eval_seconds)
     m = classification_metrics(test.label.to_numpy(), r.test_pred, spec.labels)
+    t = time.perf_counter()   # the bag-of-words student on the same texts and labels: is the encoder learning at all?
+    b = tfidf_baseline(list(train.text), y, list(test.text), spec.labels, test_labels=test.label.to_numpy(), seed=exp.sample_seed)
+    times['baseline_s'] = time.perf_counter() - t
     preds = pd.DataFrame({'row': test.row.to_numpy(), 'gold': test.label.to_numpy(), 'pred': r.test_pred,
-                          **{f'prob_{k}': r.test_probs[:, k] for k in range(len(spec.labels))}})
+                          **{f'prob_{k}': r.test_probs[:, k] for k in range(len(spec.labels))}, 'baseline_pred': b.test_pred})
+    hard = hard_labels(y); label_info['label_shares'] = (np.bincount(hard[hard >= 0], minlength=len(spec.labels)) / max(1, (hard >= 0).sum())).tolist()
     times['total_s'] = time.perf_counter() - t0
     record = dict(run_id=rid, params=asdict(exp), label_names=spec.labels, train_config=asdict(cfg),   # every training setting, defaults included
                   metrics=dict(accuracy=m['accuracy'], macro_f1=m['macro_f1'], per_class_f1=m['per_class_f1'],
                                confusion=m['confusion'], n_test=m['n']),
                   labels=label_info if T is None else {**label_info, 'transition': T}, train={k: v for k, v in r.summary().items() if k not in ('test_accuracy', 'test_macro_f1')},
-                  curve=r.curve.to_dict(orient='list'), timings=times, versions=versions(),
+                  curve=r.curve.to_dict(orient='list'),
+                  baseline=dict(accuracy=b.test_accuracy, macro_f1=b.test_macro_f1, n_train=b.n_train, seconds=b.seconds),
+                  timings=times, versions=versions(),
                   env_keys=sorted(k for k in os.environ if SECRET_NAME.search(k)),
                   warnings=warns + [str(w.message) for w in caught],
                   finished=datetime.now(timezone.utc).isoformat(timespec='seconds'))

@@ -18,12 +18,12 @@ from .data import stratified_order, get_spec
 from .analysis import random_noise_like
 
 # %% auto #0
-__all__ = ['RULES', 'REMEDIES', 'NEEDS', 'Cost', 'label_report', 'report_row', 'entropy', 'entropy_filter',
-           'entropy_threshold_filter', 'entropy_sweep', 'confidence_to_probs', 'synthetic_annotator', 'stack_sources',
-           'consistency_ensemble', 'ensemble_table', 'soft_labels', 'small_gold_sample', 'estimate_confusion',
-           'noisy_labels', 'correct_labels', 'gold_set_correction', 'gold_only', 'confident_learning',
-           'student_oof_probs', 'tfidf_oof_probs', 'RemedyInput', 'Remedy', 'register_remedy', 'check_remedy',
-           'apply_remedy']
+__all__ = ['RULES', 'REMEDIES', 'NEEDS', 'ROUTER_KS', 'ROUTERS', 'Cost', 'label_report', 'report_row', 'entropy',
+           'entropy_filter', 'entropy_threshold_filter', 'entropy_sweep', 'confidence_to_probs', 'synthetic_annotator',
+           'stack_sources', 'consistency_ensemble', 'ensemble_table', 'soft_labels', 'small_gold_sample',
+           'estimate_confusion', 'noisy_labels', 'correct_labels', 'gold_set_correction', 'gold_only',
+           'confident_learning', 'student_oof_probs', 'tfidf_oof_probs', 'RemedyInput', 'Remedy', 'register_remedy',
+           'check_remedy', 'apply_remedy', 'budget_count', 'route', 'buy_gold', 'doubt_diverse_pick']
 
 # %% ../nbs/05_mitigate.ipynb #b7a69bf5
 @dataclass
@@ -542,6 +542,8 @@ class RemedyInput:
     probs:np.ndarray|None=None # [n, K] label distributions (labelnb's annotator)
     more:Callable|None=None # k -> ([k, n] labels of k prompts or models, the source first; their names or None)
     oof:Callable|None=None # labels -> (out-of-fold student probabilities [n, K], seconds spent)
+    texts:list|None=None # the training texts (routers that look at the items themselves)
+    confidence:np.ndarray|None=None # [n] the source's stated confidence in each label, in [0, 1] (a verbal confidence mapped to numbers)
 
 @dataclass(frozen=True)
 class Remedy:
@@ -549,13 +551,13 @@ class Remedy:
     name:str # the word a grid uses (`Experiment.mitigation`)
     apply:Callable # RemedyInput -> (labels: class ids, -1 = dropped, or [n, K] distributions; info: what it spent and found)
     default:float=0. # the setting a run gets when it says 0
-    needs:tuple=() # of 'distributions', 'models', 'gold', 'oof'
+    needs:tuple=() # of 'distributions', 'models', 'gold', 'oof', 'texts'
     check:Callable|None=None # (setting, source, spec or None) -> an error message, or None when the setting is fine
     knob:str|None=None # what the setting is (alpha, k, temperature, folds, gold labels); None = the remedy takes none
     doc:str='' # one line: what it does
 
 REMEDIES:dict[str, Remedy] = {}
-NEEDS = {'distributions': 'probs', 'models': 'more', 'gold': 'gold', 'oof': 'oof'}  # a need -> the RemedyInput field that meets it
+NEEDS = {'distributions': 'probs', 'models': 'more', 'gold': 'gold', 'oof': 'oof', 'texts': 'texts'}  # a need -> the RemedyInput field that meets it
 
 def register_remedy(r:Remedy) -> Remedy:
     "Add `r` to `REMEDIES`, so a grid can name it."
@@ -649,3 +651,139 @@ for _r in [
     Remedy('random_rate', _random_like('rate'), doc="control: the LLM's error count on random items"),
     Remedy('random_confusion', _random_like('confusion'), doc="control: the LLM's confusion matrix on random items"),
 ]: register_remedy(_r)
+
+# %% ../nbs/05_mitigate.ipynb #d2rt0002
+ROUTER_KS = (5, 4, 3, 2)  # how many prompts / released LLMs `disagree_models` asks for, the most that the source offers
+
+def budget_count(budget:float, # a share of the pool in (0, 1), or a number of items >= 1
+                 n:int, # items in the pool
+                 router:str='router', # named in errors
+                ) -> int:
+    "How many gold labels `budget` buys in a pool of `n` items; a ValueError naming the router when it buys none or more than the pool."
+    if not np.isfinite(budget) or budget <= 0:
+        raise ValueError(f"setting: router {router!r} needs a gold budget > 0 (a share in (0, 1) or a number of items); got {budget:g}")
+    if budget >= 1 and budget != int(budget): raise ValueError(f"setting: router {router!r}: a budget >= 1 is a number of items; got {budget:g}")
+    k = int(round(budget * n)) if budget < 1 else int(budget)
+    if k > n: raise ValueError(f"setting: router {router!r} asks for {k} gold labels but the pool holds {n} items")
+    if k == 0: raise ValueError(f"setting: router {router!r}: a budget of {budget:g} of {n} items buys no gold label")
+    return k
+
+def route(doubt, # [n] how much each item needs its gold label (higher first; NaN, e.g. an abstention, first of all)
+          k:int, # items to pick
+          seed:int=0, # tie-breaking
+         ) -> np.ndarray:
+    "Indices of the `k` most doubtful items, abstentions first, ties broken at random."
+    d = np.asarray(doubt, float); key = np.where(np.isnan(d), np.inf, d)
+    return np.lexsort((np.random.default_rng(seed).random(len(d)), -key))[:k]
+
+def buy_gold(y, # the source's class ids (-1 = abstention)
+             gold, # gold class ids of the same items (-1 or NaN = no gold label)
+             idx, # items routed to gold
+             router:str, # named in errors and the report
+            ) -> tuple[np.ndarray, dict]:
+    "`y` with the gold labels of items `idx`, and what that bought: gold spent, its share of the pool, the LLM errors among them."
+    y, idx = np.asarray(y), np.asarray(idx, int); g = np.asarray(gold, float)
+    missing = ~np.isfinite(g[idx]) | (g[idx] < 0)
+    if missing.any():
+        raise ValueError(f"gold: router {router!r} routed {int(missing.sum())} item(s) that have no gold label (e.g. item {int(idx[missing][0])}); "
+                         "every routed item needs one")
+    out = y.copy(); out[idx] = g[idx].astype(int)
+    known = np.isfinite(g) & (g >= 0); wrong = known & (y != np.where(known, g, -2))
+    return out, dict(router=router, gold_spent=len(idx), budget_share=len(idx) / max(len(y), 1), routed_llm_errors=int(wrong[idx].sum()),
+                     errors_caught=float(wrong[idx].sum() / wrong.sum()) if wrong.sum() else float('nan'), annotation_calls=0)
+
+def _need(inp, router:str, what:str, ok:bool):
+    if not ok: raise ValueError(f"mitigation: router {router!r} needs {what}, which this label source does not provide")
+
+def _vote_doubt(M, y):
+    "Per item: the share of the other sources (rows of M after the first) that disagree with `y`; NaN where `y` abstains."
+    others = M[1:]; given = others >= 0
+    dis = ((others != y) & given).sum(0) / np.maximum(given.sum(0), 1)
+    return np.where(y < 0, np.nan, dis)
+
+def _self_conf_doubt(y, P):
+    "1 - cleanlab's self-confidence quality of label `y` under probabilities `P`; NaN for abstentions."
+    from cleanlab.rank import get_label_quality_scores
+    d = np.full(len(y), np.nan); k = y >= 0
+    if k.any(): d[k] = 1 - get_label_quality_scores(y[k], np.clip(P[k], 0, 1) / np.clip(P[k], 0, 1).sum(1, keepdims=True).clip(1e-12))
+    return d
+
+def doubt_diverse_pick(texts:list[str], # the pool's texts
+                       doubt, # [n] doubt per item (NaN first)
+                       k:int, # items to pick
+                       pool_factor:float=3., # candidates: the pool_factor x k most doubtful items
+                       dims:int=50, # SVD dimensions of the TF-IDF features
+                       seed:int=0,
+                      ) -> np.ndarray:
+    "`k` items spread over the most doubtful ones: k-means over their TF-IDF/SVD features, the most doubtful item of each cluster."
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.cluster import KMeans
+    cand = route(doubt, min(len(texts), max(k, int(np.ceil(pool_factor * k)))), seed)
+    if len(cand) == k: return cand
+    X = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1).fit_transform([texts[i] for i in cand])
+    if X.shape[1] > 2: X = TruncatedSVD(min(dims, X.shape[1] - 1, len(cand) - 1), random_state=seed).fit_transform(X)
+    else: X = X.toarray()
+    lab = KMeans(k, n_init=3, random_state=seed).fit_predict(X)
+    d = np.asarray(doubt, float)[cand]; d = np.where(np.isnan(d), np.inf, d)
+    picks = [cand[np.flatnonzero(lab == c)[np.argmax(d[lab == c])]] for c in range(k) if (lab == c).any()]
+    rest = [i for i in cand if i not in set(picks)]   # k-means may leave a cluster empty: fill from the most doubtful rest
+    return np.array((picks + rest)[:k], int)
+
+def _router(name:str, doubt_of:Callable):
+    "A remedy that buys gold for the `setting`-budget items `doubt_of(inp)` ranks first."
+    def apply(inp):
+        k = budget_count(inp.setting, len(inp.y), name)
+        d = doubt_of(inp, name)
+        idx = doubt_diverse_pick(list(inp.texts), d, k, seed=inp.seed) if name == 'doubt_diverse' else route(d, k, inp.seed)
+        return buy_gold(inp.y, inp.gold, idx, name)
+    return apply
+
+def _confidence_doubt(inp, name):
+    _need(inp, name, "a stated confidence per label or label distributions", inp.confidence is not None or inp.probs is not None)
+    if inp.confidence is not None: return np.where(inp.y < 0, np.nan, 1 - np.asarray(inp.confidence, float))
+    return 1 - np.nanmax(np.where(np.isnan(inp.probs).all(1, keepdims=True), 0, inp.probs), 1) + np.where(inp.y < 0, np.nan, 0)
+
+def _models_doubt(inp, name):
+    _need(inp, name, "labels of the same items from several prompts or models", inp.more is not None)
+    for k in ROUTER_KS:
+        try: M, names = inp.more(k); break
+        except ValueError: continue
+    else: raise ValueError(f"mitigation: router {name!r} needs at least 2 prompts or models with labels of these items; this source has one")
+    return _vote_doubt(np.asarray(M), inp.y)
+
+def _student_doubt(inp, name):
+    _need(inp, name, "the student's out-of-fold probabilities", inp.oof is not None)
+    P, _ = inp.oof(inp.y)
+    return _self_conf_doubt(inp.y, P)
+
+def _cheap_doubt(inp, name):
+    _need(inp, name, "the training texts", inp.texts is not None)
+    P, _ = tfidf_oof_probs(list(inp.texts), inp.y, inp.K, seed=inp.seed)
+    d = _self_conf_doubt(inp.y, P)
+    if inp.probs is not None: d = (d + entropy(inp.probs) / np.log(inp.K)) / 2
+    return d
+
+def _flip(inp):
+    M, names = inp.more(int(inp.setting))
+    y, r = consistency_ensemble(M, inp.gold, 'flip_to_gold', K=inp.K)
+    return y, {**({} if names is None else dict(ensemble_members=names)), **_spent(r), 'router': 'flip',
+               'budget_share': r.get('gold_spent', 0) / max(len(inp.y), 1)}
+
+def _budget_check(s, *_): return None if s > 0 and (s < 1 or s == int(s)) else f"a router's budget is a share in (0, 1) or a whole number of items >= 1, got {s:g}"
+
+for _r in [
+    Remedy('random', _router('random', lambda inp, n: np.random.default_rng(inp.seed + 1).random(len(inp.y))), 0.05, ('gold',), _budget_check, 'budget',
+           'router: gold labels for a random budget of items (the floor)'),
+    Remedy('confidence', _router('confidence', _confidence_doubt), 0.05, ('gold',), _budget_check, 'budget',
+           "router: gold for the items the source states least confidence in"),
+    Remedy('flip', _flip, 5., ('models', 'gold'), _ensemble_check, 'k', 'router: gold for every item whose label flips across k prompts / models'),
+    Remedy('disagree_models', _router('disagree_models', _models_doubt), 0.05, ('models', 'gold'), _budget_check, 'budget',
+           'router: gold where the other prompts / LLMs disagree most with the label'),
+    Remedy('disagree_student', _router('disagree_student', _student_doubt), 0.05, ('oof', 'gold'), _budget_check, 'budget',
+           "router: gold where the student's out-of-fold probabilities doubt the label most (cleanlab label quality)"),
+    Remedy('doubt_diverse', _router('doubt_diverse', _cheap_doubt), 0.05, ('texts', 'gold'), _budget_check, 'budget',
+           'router: doubtful items spread over k-means clusters of TF-IDF/SVD features'),
+]: register_remedy(_r)
+ROUTERS = ['random', 'entropy', 'confidence', 'flip', 'disagree_models', 'disagree_student', 'doubt_diverse']  # the remedies that buy gold for chosen items
+

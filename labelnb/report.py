@@ -12,14 +12,17 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt, seaborn as sns
 
-from .experiment import Experiment, load_result
+from .experiment import Experiment, load_result, sample, training_labels
+from .data import load_split
+from .mitigate import REMEDIES
 from .analysis import stability, plateaus, plot_learning_curves
 
 # %% auto #0
-__all__ = ['RUN_COLS', 'GROUP_KEYS', 'PAPER_COLS', 'PAPER', 'PAPER_DATASETS', 'TRAIN_KEYS', 'ANNOTATOR_KEYS', 'results_dir',
-           'label_name', 'collect', 'failures', 'table', 'paper_label', 'side_by_side', 'mitigation_table',
-           'plot_by_source', 'plateau_table', 'plot_size_curves', 'training_curves', 'plot_training_curves',
-           'plot_mitigation_deltas', 'build_report', 'add_report_cli', 'add_cli']
+__all__ = ['RUN_COLS', 'BASELINE_KEYS', 'GROUP_KEYS', 'PAPER_COLS', 'BASELINE', 'STUDENT_KEYS', 'PAPER', 'PAPER_DATASETS',
+           'TRAIN_KEYS', 'ANNOTATOR_KEYS', 'results_dir', 'label_name', 'collapse_of', 'refit_baseline', 'collect',
+           'failures', 'table', 'paper_label', 'side_by_side', 'mitigation_table', 'plot_by_source', 'plateau_table',
+           'plot_size_curves', 'training_curves', 'plot_training_curves', 'plot_mitigation_deltas', 'build_report',
+           'add_report_cli', 'add_cli']
 
 # %% ../nbs/07_report.ipynb #4823d287
 def results_dir(out:str|Path) -> Path:
@@ -35,20 +38,73 @@ def label_name(source:str, mitigation:str='none', setting:float=0.0) -> str:
     if mitigation in (None, 'none'): return source
     return f"{source} + {mitigation}" + (f" {setting:g}" if setting else '')
 
-RUN_COLS = ['run_id', 'label', *Experiment.names(), 'accuracy', 'macro_f1', 'label_accuracy', 'kept', 'gold_spent', 'annotation_calls',
+RUN_COLS = ['run_id', 'label', *Experiment.names(), 'accuracy', 'macro_f1', 'collapsed', 'collapse_reason', 'baseline_accuracy', 'baseline_macro_f1',
+            'baseline_from', 'label_accuracy', 'kept', 'gold_spent', 'annotation_calls',
             'best_val_macro_f1', 'train_seconds', 'total_seconds', 'labelnb', 'git_commit', 'finished', 'results_file', 'predictions_file']
 
+def collapse_of(r:dict, # a results record
+                preds:pd.DataFrame|None, # its predictions (`row`, `gold`, `pred`)
+               ) -> tuple[bool, str]:
+    "The student's collapse flag and reason: the record's own, or for a record older than the flag, `labelnb.train.collapse_reason` on its predictions and curve."
+    t = r['train']
+    if 'collapsed' in t: return bool(t['collapsed']), t.get('collapse_reason') or ''
+    if preds is None: return False, ''
+    from labelnb.train import collapse_reason
+    K, shares = len(r['label_names']), r['labels'].get('label_shares')
+    ref = np.asarray(shares if shares else np.bincount(preds.gold, minlength=K) / len(preds))  # old records keep no label shares: the gold test shares stand in
+    curve = pd.DataFrame(r.get('curve') or {})
+    total = int(curve.step.max()) if 'step' in curve and len(curve) else 0
+    why = collapse_reason(curve, t.get('best_step', total), total, preds.pred.to_numpy(), np.repeat(np.arange(K), np.round(ref * 10000).astype(int)), K)
+    return bool(why), why and why + ' (recomputed from the stored predictions' + ('' if shares else ", against the test set's gold shares") + ')'
+
+BASELINE_KEYS = ['dataset', 'source', 'mitigation', 'setting', 'sample_seed', 'n_train', 'n_test', 'n_demo_pool']  # what the baseline's labels and texts depend on
+
+def refit_baseline(r:dict, # a results record without `baseline`
+                   preds:pd.DataFrame, # its predictions: the test rows it was scored on
+                   cache:dict|None=None, # fits already made, by sample and label source
+                  ) -> tuple[np.ndarray, str]|None:
+    "Baseline predictions on the record's test rows, refitted from its settings; None where its labels need a model again (annotator, out-of-fold student) or no longer match."
+    from labelnb.baseline import tfidf_baseline
+    p = r['params']
+    if p['source'] == 'annotator' or p['mitigation'] not in REMEDIES or 'oof' in REMEDIES[p['mitigation']].needs: return None
+    key = json.dumps({k: p.get(k) for k in BASELINE_KEYS}, sort_keys=True) + str(preds.row.tolist())
+    if cache is not None and key in cache: return cache[key]
+    exp = Experiment(**{k: v for k, v in p.items() if k in Experiment.names()})
+    train, pool, _ = sample(exp)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); y, info = training_labels(exp, train, pool, None, False, None)
+    acc = r['labels'].get('label_accuracy')
+    if acc is not None and not np.isclose(acc, info['label_accuracy']): out = None   # the sample is not the one the run trained on
+    else:
+        test = load_split(p['dataset'], 'test', copies='mark').set_index('row').loc[preds.row]
+        out = tfidf_baseline(list(train.text), y, list(test.text), r['label_names'], seed=p['sample_seed']).test_pred, 'refit'
+    if cache is not None: cache[key] = out
+    return out
+
+def _scores(gold, pred, K):
+    from labelnb.labels import scores
+    s = scores(np.asarray(gold), np.asarray(pred), K); return s['accuracy'], s['macro_f1']
+
 def collect(out:str|Path, # sweep folder (or its results/ folder)
+            refit:bool=False, # refit the baseline of records older than it, where that needs no model (gold and released-LLM labels; ~5 s a sample)
            ) -> pd.DataFrame:
     "One row per finished run under `out`: settings, test metrics, label cost, timings, versions and file paths."
-    res, rows = results_dir(out), []
+    res, rows, cache = results_dir(out), [], {}
     for f in sorted(res.glob('*.json')):
         if f.name.endswith('.failed.json'): continue
         try: r = load_result(f)
         except ValueError as e: warnings.warn(str(e)); continue   # listed by `failures`
         p, lab = r['params'], r['labels']
+        pf = res/r['predictions'] if r.get('predictions') else None
+        preds = pd.read_parquet(pf) if pf is not None and pf.exists() else None
+        collapsed, why = collapse_of(r, preds)
+        if 'baseline' in r: bl, b_from = (r['baseline']['accuracy'], r['baseline']['macro_f1']), 'record'
+        else:
+            fit = refit_baseline(r, preds, cache) if refit and preds is not None else None
+            bl, b_from = (_scores(preds.gold, fit[0], len(r['label_names'])), fit[1]) if fit else ((np.nan, np.nan), None)
         rows.append(dict(run_id=r['run_id'], label=label_name(p['source'], p['mitigation'], p['setting']), **p,
-                         accuracy=r['metrics']['accuracy'], macro_f1=r['metrics']['macro_f1'],
+                         accuracy=r['metrics']['accuracy'], macro_f1=r['metrics']['macro_f1'], collapsed=collapsed, collapse_reason=why,
+                         baseline_accuracy=bl[0], baseline_macro_f1=bl[1], baseline_from=b_from,
                          label_accuracy=lab.get('label_accuracy'), kept=lab.get('kept'), gold_spent=lab.get('gold_spent'),
                          annotation_calls=lab.get('annotation_calls'), best_val_macro_f1=r['train'].get('best_val_macro_f1'),
                          train_seconds=r['timings'].get('train_s'), total_seconds=r['timings'].get('total_s'),
@@ -72,32 +128,58 @@ def failures(out:str|Path) -> pd.DataFrame:
 # %% ../nbs/07_report.ipynb #214a8ef2
 GROUP_KEYS = [n for n in Experiment.names() if n != 'seed']  # runs that differ only in `seed` form one row
 PAPER_COLS = ['acc', 'f1', 'alpha', 'sd_acc', 'sd_f1', 'puc']
+BASELINE = 'TF-IDF + LR on '  # how a baseline row's label starts
+STUDENT_KEYS = ['encoder', 'max_length', 'epochs', 'batch_size', 'lr', 'num_threads', 'bf16', 'balance']  # settings the baseline ignores
 
 def _group_stats(g:pd.DataFrame, K:int) -> dict:
     "Paper statistics of one group of runs (one per seed)."
     preds = [pd.read_parquet(f).set_index('row') for f in g.predictions_file]
     rows = sorted(set.intersection(*(set(p.index) for p in preds)))
     if len(g) < 2: 
-        return dict(acc=g.accuracy.iloc[0], f1=g.macro_f1.iloc[0], alpha=np.nan, sd_acc=np.nan, sd_f1=np.nan, puc=np.nan, n_test=len(rows))
+        return dict(acc=g.accuracy.iloc[0], f1=g.macro_f1.iloc[0], alpha=np.nan, sd_acc=np.nan, sd_f1=np.nan, puc=np.nan, n_test=len(rows),
+                    alpha_mark='one run')
     s = stability([p.loc[rows, 'pred'].to_numpy() for p in preds], preds[0].loc[rows, 'gold'].to_numpy(), K).iloc[0]
-    return dict(acc=s.acc_mean, f1=s.f1_mean, alpha=s.alpha, sd_acc=s.acc_std, sd_f1=s.f1_std, puc=s.puc, n_test=len(rows))
+    return dict(acc=s.acc_mean, f1=s.f1_mean, alpha=s.alpha, sd_acc=s.acc_std, sd_f1=s.f1_std, puc=s.puc, n_test=len(rows), alpha_mark=s.alpha_mark)
+
+def _marks(r) -> str:
+    "The row's marks, in words: collapsed runs, a degenerate alpha, a missing baseline."
+    m = []
+    if r.get('n_collapsed') and np.isfinite(r['n_collapsed']): m.append(f"{int(r['n_collapsed'])} of {int(r['n_runs'])} runs collapsed")
+    if r.get('alpha_mark') and r['alpha_mark'] != 'one run': m.append(f"alpha: {r['alpha_mark']}")
+    if r.get('student') == 'tfidf+lr' and not np.isfinite(r['acc']): m.append('baseline: not in the records (older runs; see `collect(refit=True)`)')
+    return '; '.join(m)
+
+def _baseline_row(g:pd.DataFrame, keys:list, scale:float) -> dict:
+    "The TF-IDF + LR row of one group: the same training sample and labels, one fit (the seed only changes the encoder)."
+    has = g.baseline_accuracy.notna()
+    return {**{k: g[k].iloc[0] for k in keys}, 'label': BASELINE + g.label.iloc[0], 'student': 'tfidf+lr', 'n_runs': int(has.sum()),
+            'seeds': sorted(g.seed[has].tolist()), 'acc': g.baseline_accuracy.mean() * scale, 'f1': g.baseline_macro_f1.mean() * scale,
+            'alpha': np.nan, 'sd_acc': np.nan, 'sd_f1': np.nan, 'puc': np.nan, 'n_collapsed': np.nan, 'alpha_mark': '',
+            'baseline_from': ','.join(sorted(set(g.baseline_from.dropna()))), 'label_accuracy': g.label_accuracy.mean() * scale,
+            'gold_spent': g.gold_spent.mean(), 'annotation_calls': g.annotation_calls.mean(), 'train_seconds': np.nan}
 
 def table(runs:pd.DataFrame, # `collect` output
           scale:float=100, # multiply the metrics (the paper: 100)
+          baseline:bool=True, # add a TF-IDF + LR row per dataset, training sample and label source
          ) -> pd.DataFrame:
-    "Per dataset x label source x setting: mean/SD of accuracy and macro-F1 over seeds, alpha, unchanged predictions, label cost."
+    "Per dataset x label source x setting: mean/SD of accuracy and macro-F1 over seeds, alpha, unchanged predictions, collapsed runs, label cost; and the baseline rows."
     keys, out = GROUP_KEYS, []
-    cols = ['dataset', 'label', 'n_train', 'n_runs', *PAPER_COLS, 'label_accuracy', 'gold_spent', 'annotation_calls',
-            'train_seconds', 'n_test', 'seeds', 'source', 'mitigation', 'setting']
+    cols = ['dataset', 'label', 'n_train', 'n_runs', *PAPER_COLS, 'n_collapsed', 'marks', 'label_accuracy', 'gold_spent', 'annotation_calls',
+            'train_seconds', 'n_test', 'seeds', 'student', 'alpha_mark', 'baseline_from', 'source', 'mitigation', 'setting']
     if runs.empty: return pd.DataFrame(columns=cols + [k for k in keys if k not in cols])
+    seen = set()
     for _, g in runs.groupby(keys, dropna=False, sort=False):
         K = len(json.loads(Path(g.results_file.iloc[0]).read_text())['label_names'])
         st = _group_stats(g, K)
-        out.append({**{k: g[k].iloc[0] for k in keys}, 'label': g.label.iloc[0], 'n_runs': len(g), 'seeds': sorted(g.seed.tolist()),
-                    **{k: st[k] * (scale if k in PAPER_COLS else 1) for k in st},
+        out.append({**{k: g[k].iloc[0] for k in keys}, 'label': g.label.iloc[0], 'student': 'encoder', 'baseline_from': '', 'n_runs': len(g), 'seeds': sorted(g.seed.tolist()),
+                    **{k: st[k] * (scale if k in PAPER_COLS else 1) for k in st if k != 'alpha_mark'}, 'alpha_mark': st['alpha_mark'],
+                    'n_collapsed': int(g.collapsed.fillna(False).astype(bool).sum()),
                     'label_accuracy': g.label_accuracy.mean() * scale, 'gold_spent': g.gold_spent.mean(),
                     'annotation_calls': g.annotation_calls.mean(), 'train_seconds': g.train_seconds.mean()})
+        sk = tuple(str(g[k].iloc[0]) for k in keys if k not in STUDENT_KEYS)   # one baseline row per sample and label source
+        if baseline and sk not in seen: seen.add(sk); out.append(_baseline_row(g, keys, scale) | {'n_test': st['n_test']})
     t = pd.DataFrame(out)
+    t['marks'] = [_marks(r) for r in t.to_dict('records')]
     varying = [k for k in keys if k not in ('dataset', 'source', 'mitigation', 'setting', *cols) and t[k].astype(str).nunique() > 1]
     cols = cols[:3] + varying + cols[3:]
     t = t[cols + [k for k in keys if k not in cols]]
@@ -105,8 +187,14 @@ def table(runs:pd.DataFrame, # `collect` output
     return t.drop(columns='_o').reset_index(drop=True)
 
 def _order(label:str):
-    "Gold first, then real LLMs, then the annotator and its mitigations."
+    "Gold first, then real LLMs, then the annotator and its mitigations, then the baselines in the same order."
+    if label.startswith(BASELINE): return (3 + _order(label[len(BASELINE):])[0], label)
     return (0 if label == 'gold' else 1 if label.startswith('llm:') else 2, label)
+
+def _encoder_rows(tab:pd.DataFrame) -> pd.DataFrame:
+    "The encoder students' rows of a `table` (not the baselines)."
+    return tab[tab.student == 'encoder'] if 'student' in tab else tab
+
 
 # %% ../nbs/07_report.ipynb #4da2b9a4
 _T1 = """IMDB Gold 93.84 93.82 90.6 0.28 0.29 90
@@ -151,6 +239,7 @@ def side_by_side(tab:pd.DataFrame, # `table` output (x100)
     "Our table rows next to the paper's matching rows (Tables 1-2), metric by metric."
     for v in (llm_as.values() if isinstance(llm_as, dict) else [llm_as]):
         if v not in ('3B', '7B'): raise ValueError(f"llm_as: must be '3B' or '7B' (or a dict of them), got {v!r}")
+    tab = _encoder_rows(tab)
     t = tab.assign(paper_dataset=tab.dataset.str.split(':').str[0].map(PAPER_DATASETS),
                    paper_label=[paper_label(s, m, llm_as) for s, m in zip(tab.source, tab.mitigation)])
     t = t.dropna(subset=['paper_dataset', 'paper_label'])
@@ -166,10 +255,11 @@ ANNOTATOR_KEYS = ['llm', 'n_shots', 'n_demo_pool', 'calibrate']
 
 def mitigation_table(tab:pd.DataFrame, # `table` output
                      metrics=('acc', 'f1', 'puc'), # metrics to compare
+                     min_gap:float=2.0, # a gold-minus-LLM gap smaller than this (table units: points) leaves the share recovered unset and marked
                     ) -> pd.DataFrame:
-    "Per mitigated row: each metric's change against the unmitigated source, and the share of the gold gap it recovers."
-    mit = tab[tab.mitigation != 'none']
-    cols = ['dataset', 'label', 'n_train', 'gold_spent', *[f'{m}_{k}' for m in metrics for k in ('delta', 'recovered')]]
+    "Per mitigated row: each metric's change against the unmitigated source, and the share of the gold gap it recovers (marked where the gap is too small to share)."
+    tab = _encoder_rows(tab); mit = tab[tab.mitigation != 'none']
+    cols = ['dataset', 'label', 'n_train', 'gold_spent', *[f'{m}_{k}' for m in metrics for k in ('delta', 'recovered', 'mark')]]
     if mit.empty: return pd.DataFrame(columns=cols)
     key = lambda r, ks: tuple(str(r[k]) for k in ks)
     base = {key(r, TRAIN_KEYS + ANNOTATOR_KEYS + ['source']): r for _, r in tab[tab.mitigation == 'none'].iterrows()}
@@ -181,7 +271,9 @@ def mitigation_table(tab:pd.DataFrame, # `table` output
         for m in metrics:
             row[f'{m}_delta'] = r[m] - b[m] if b is not None else np.nan
             gap = (g[m] - b[m]) if (b is not None and g is not None) else np.nan
-            row[f'{m}_recovered'] = (r[m] - b[m]) / gap if gap and np.isfinite(gap) and abs(gap) > 1e-9 else np.nan
+            small = np.isfinite(gap) and abs(gap) < min_gap
+            row[f'{m}_recovered'] = (r[m] - b[m]) / gap if np.isfinite(gap) and not small else np.nan
+            row[f'{m}_mark'] = f'gap {gap:+.1f} < {min_gap:g} pts' if small else ''
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
