@@ -14,15 +14,15 @@ import matplotlib.pyplot as plt, seaborn as sns
 
 from .experiment import Experiment, load_result, sample, training_labels
 from .data import load_split
-from .mitigate import REMEDIES
+from .mitigate import REMEDIES, ROUTERS
 from .analysis import stability, plateaus, plot_learning_curves
 
 # %% auto #0
 __all__ = ['RUN_COLS', 'BASELINE_KEYS', 'GROUP_KEYS', 'PAPER_COLS', 'BASELINE', 'STUDENT_KEYS', 'PAPER', 'PAPER_DATASETS',
            'TRAIN_KEYS', 'ANNOTATOR_KEYS', 'results_dir', 'label_name', 'collapse_of', 'refit_baseline', 'collect',
-           'failures', 'table', 'paper_label', 'side_by_side', 'mitigation_table', 'plot_by_source', 'plateau_table',
-           'plot_size_curves', 'training_curves', 'plot_training_curves', 'plot_mitigation_deltas', 'build_report',
-           'add_report_cli', 'add_cli']
+           'failures', 'table', 'paper_label', 'side_by_side', 'mitigation_table', 'budget_curve', 'budget_table',
+           'plot_budget_curve', 'plot_by_source', 'plateau_table', 'plot_size_curves', 'training_curves',
+           'plot_training_curves', 'plot_mitigation_deltas', 'build_report', 'add_report_cli', 'add_cli']
 
 # %% ../nbs/07_report.ipynb #4823d287
 def results_dir(out:str|Path) -> Path:
@@ -277,6 +277,58 @@ def mitigation_table(tab:pd.DataFrame, # `table` output
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
+# %% ../nbs/07_report.ipynb #d2bc0002
+def budget_curve(runs:pd.DataFrame, # `collect` output (runs of routers, the unmitigated LLM source and gold)
+                 metric:str='macro_f1', # run column
+                 min_gap:float=2.0, # points (x100): a smaller gold-vs-LLM gap leaves the share closed unset and marked
+                ) -> pd.DataFrame:
+    "One row per router run (and per unmitigated LLM run, at budget 0): the share of the training set given gold and the share of the gap closed."
+    keys = [k for k in TRAIN_KEYS + ANNOTATOR_KEYS if k in runs]
+    cols = ['dataset', 'source', 'router', 'setting', 'n_train', 'seed', 'budget_share', 'gold_spent', 'annotation_calls', metric, 'gap', 'gap_closed', 'mark']
+    routed = runs[runs.mitigation.isin(ROUTERS + ['ensemble', 'none']) & (runs.source != 'gold')]
+    rows, tk = [], [k for k in TRAIN_KEYS if k in runs]
+    S = runs[keys].apply(lambda col: col.map(str))   # None and NaN compare equal as text
+    for i, r in routed.iterrows():
+        same_train = (S[tk] == S.loc[i, tk]).all(axis=1)
+        llm = runs[(S == S.loc[i]).all(axis=1) & (runs.source == r.source) & (runs.mitigation == 'none')][metric]
+        gold = runs[same_train & (runs.source == 'gold') & (runs.mitigation == 'none')][metric]
+        gap = 100 * (gold.mean() - llm.mean()) if len(llm) and len(gold) else np.nan
+        small = np.isfinite(gap) and abs(gap) < min_gap
+        closed = 100 * (r[metric] - llm.mean()) / gap if np.isfinite(gap) and not small else np.nan
+        rows.append(dict(dataset=r.dataset, source=r.source, router='none' if r.mitigation == 'none' else 'flip' if r.mitigation == 'ensemble' else r.mitigation,
+                         setting=r.setting, n_train=r.n_train, seed=r.seed, budget_share=(r.gold_spent or 0) / r.n_train, gold_spent=r.gold_spent,
+                         annotation_calls=r.annotation_calls, **{metric: r[metric]}, gap=gap, gap_closed=closed,
+                         mark=f'gap {gap:+.1f} < {min_gap:g} pts' if small else 'no gold or LLM runs to compare' if not np.isfinite(gap) else ''))
+    return pd.DataFrame(rows, columns=cols)
+
+def budget_table(curve:pd.DataFrame, # `budget_curve` output
+                ) -> pd.DataFrame:
+    "Per dataset, source, router and budget: mean and SD over seeds of the gap closed, the gold share bought and the LLM calls spent."
+    return (curve.groupby(['dataset', 'source', 'router', 'setting', 'n_train'], sort=False, dropna=False)
+            .agg(n_runs=('seed', 'size'), budget_share=('budget_share', 'mean'), gold_spent=('gold_spent', 'mean'),
+                 gap_closed=('gap_closed', 'mean'), sd_gap_closed=('gap_closed', 'std'), gap=('gap', 'first'),
+                 annotation_calls=('annotation_calls', 'mean'), mark=('mark', 'first'))
+            .reset_index().sort_values(['dataset', 'source', 'router', 'budget_share'], kind='stable').reset_index(drop=True))
+
+def plot_budget_curve(curve:pd.DataFrame, # `budget_curve` output
+                     ) -> plt.Figure|None:
+    "Share of the gold-vs-LLM gap closed against the share of the training set given gold, one line per router (±1 SD over seeds), per dataset and source."
+    c = curve.dropna(subset=['gap_closed'])
+    if c.empty: return None
+    zero = c[c.router == 'none']; c = c[c.router != 'none']
+    if c.empty: return None   # no router runs: nothing to draw
+    c = pd.concat([c] + [zero.assign(router=r) for r in c.router.unique()])   # every line starts at the LLM labels, budget 0
+    panels = list(dict.fromkeys(zip(c.dataset, c.source)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (d, s) in zip(axes[0], panels):
+        g = c[(c.dataset == d) & (c.source == s)]
+        sns.lineplot(data=g, x='budget_share', y='gap_closed', hue='router', errorbar='sd', marker='o', ax=ax)
+        ax.axhline(0, color='k', lw=.8); ax.axhline(1, color='C2', lw=.8, ls='--')
+        ax.set(title=f'{d}: {s}', xlabel='share of the training set given gold', ylabel='share of the gold-vs-LLM gap closed')
+    fig.tight_layout()
+    return fig
+
+
 # %% ../nbs/07_report.ipynb #057f4dea
 def _main_size(runs:pd.DataFrame) -> pd.DataFrame:
     "The runs at each dataset's training size with the most label sources (ties: the largest)."
@@ -388,13 +440,15 @@ def build_report(out:str|Path, # sweep folder
     tab = table(runs)
     rep = dict(runs=runs, table=tab, paper=side_by_side(tab, llm_as), mitigations=mitigation_table(tab),
                plateaus=plateau_table(runs, metric, tol), failures=failures(out))
+    curve = budget_curve(runs); rep['budget'] = budget_table(curve)
     files = []
     for name, df in rep.items():
         df.to_csv(dest/f'{name}.csv', index=False); files.append(dest/f'{name}.csv')
     if not runs.empty:
         figs = dict(by_source=plot_by_source(runs, metric), learning_curves=plot_size_curves(runs, metric, tol),
                     training_curves=plot_training_curves(runs), mitigation_deltas=plot_mitigation_deltas(rep['mitigations'],
-                                                                                                      'f1' if metric == 'macro_f1' else 'acc'))
+                                                                                                      'f1' if metric == 'macro_f1' else 'acc'),
+                    budget_curve=plot_budget_curve(curve))
         for name, fig in figs.items():
             if fig is None: continue
             fig.savefig(dest/f'{name}.png', dpi=120, bbox_inches='tight'); plt.close(fig); files.append(dest/f'{name}.png')

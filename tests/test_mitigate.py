@@ -291,3 +291,52 @@ def test_a_new_remedy_touches_mitigate_alone(tmp_path):
         assert (y[:10] == gold[:10]).all() and (y[10:] == llm[10:]).all() and info['gold_spent'] == 10
     finally: REMEDIES.pop('first_gold', None)
     with pytest.raises(ValueError, match='unknown'): Experiment(source='llm:llama2-70b', mitigation='first_gold')
+
+
+# ---- routers (issue 17 §1): a gold budget spent by a ranking of the pool ----
+from labelnb.mitigate import RemedyInput, apply_remedy, check_remedy, budget_count, ROUTERS
+
+
+@pytest.fixture(scope='module')
+def jig():
+    g, y, conf = _read_jigsaw()
+    return dict(gold=g, llm=y, confidence=conf)
+
+
+def _read_jigsaw():
+    raw = pd.read_csv(DATA/'toxic_jigsaw'/'qwen2.5-7b_annotations.csv.gz', usecols=['gold_label', 'llm_label', 'llm_confidence_numeric'])
+    return raw.gold_label.to_numpy(), raw.llm_label.to_numpy(), raw.llm_confidence_numeric.to_numpy()
+
+
+def _router_input(jig, setting, **kw):
+    return RemedyInput(jig['llm'], jig['gold'], 2, setting, seed=0, **kw)
+
+
+def test_routers_on_jigsaw_confidence_beat_random(jig):
+    "Qwen's verbal confidence routes 10% of the gold budget to more of its errors than a random pick, and only routed items change."
+    conf = jig['confidence']
+    out = {}
+    for r in ('random', 'confidence'):
+        y, info = apply_remedy(r, _router_input(jig, 0.1, confidence=conf))
+        assert info['gold_spent'] == round(0.1 * len(y)) and info['router'] == r
+        changed = y != jig['llm']
+        assert changed.sum() == info['routed_llm_errors']           # a bought gold label changes only a wrong LLM label
+        assert (y[changed] == jig['gold'][changed]).all()
+        out[r] = info['errors_caught']
+    assert out['confidence'] > out['random'] + 0.02, out
+
+
+@pytest.mark.parametrize('budget,msg', [(0.0, 'needs a gold budget > 0'), (10**6, 'but the pool holds'), (2.5, 'number of items')])
+def test_router_bad_budget(budget, msg):
+    with pytest.raises(ValueError, match=msg): budget_count(budget, 100, 'random')
+
+
+def test_router_needs_are_named(jig):
+    for r, msg in [('confidence', "router 'confidence' needs a stated confidence"), ('disagree_models', r"needs \['models'\]"),
+                   ('disagree_student', r"needs \['oof'\]"), ('doubt_diverse', r"needs \['texts'\]")]:
+        with pytest.raises(ValueError, match=msg): apply_remedy(r, _router_input(jig, 0.05))
+    with pytest.raises(ValueError, match='needs LLM labels'): check_remedy('random', 0.05, 'gold')
+    g = jig['gold'].astype(float).copy(); g[:] = np.nan                     # no gold anywhere
+    with pytest.raises(ValueError, match="router 'random' routed .* no gold label"):
+        apply_remedy('random', RemedyInput(jig['llm'], g, 2, 0.05))
+    assert set(ROUTERS) <= set(__import__('labelnb.mitigate', fromlist=['REMEDIES']).REMEDIES)

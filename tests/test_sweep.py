@@ -225,6 +225,11 @@ def test_llm_mitigations_and_noise_controls(tmp_path):
     assert len(list((tmp_path/'oof').glob('*.npz'))) == 1                 # computed once for both seeds
     assert r0['labels']['oof_seconds'] == r1['labels']['oof_seconds'] > 0
     assert r0['labels']['kept'] == 60 - r0['labels']['flagged'] < 60
+    # the disagree_student router reads the same kind of out-of-fold probabilities: once per sample and labels, whatever its budget
+    ya, ia = training_labels(Experiment(**base, mitigation='disagree_student', setting=0.1), tr, None, oof_dir=tmp_path/'oof')
+    yb, ib = training_labels(Experiment(**base, mitigation='disagree_student', setting=12), tr, None, oof_dir=tmp_path/'oof')
+    assert len(list((tmp_path/'oof').glob('*.npz'))) == 2                 # one more entry (3 folds, its default), shared by both budgets
+    assert (ia['gold_spent'], ib['gold_spent']) == (6, 12) and ((ya != y_llm) & (yb == y_llm)).sum() == 0   # the 6 are among the 12
     fw = run_experiment(Experiment(**base, mitigation='forward', setting=20), out=tmp_path)
     T = np.array(fw['labels']['transition'])
     assert T.shape == (2, 2) and np.allclose(T.sum(1), 1) and fw['labels']['gold_spent'] == 20
