@@ -39,7 +39,7 @@ def label_name(source:str, mitigation:str='none', setting:float=0.0) -> str:
     return f"{source} + {mitigation}" + (f" {setting:g}" if setting else '')
 
 RUN_COLS = ['run_id', 'label', *Experiment.names(), 'accuracy', 'macro_f1', 'collapsed', 'collapse_reason', 'baseline_accuracy', 'baseline_macro_f1',
-            'baseline_from', 'label_accuracy', 'kept', 'gold_spent', 'annotation_calls',
+            'baseline_from', 'baseline_collapsed', 'label_accuracy', 'kept', 'gold_spent', 'annotation_calls',
             'best_val_macro_f1', 'train_seconds', 'total_seconds', 'labelnb', 'git_commit', 'finished', 'results_file', 'predictions_file']
 
 def collapse_of(r:dict, # a results record
@@ -81,6 +81,12 @@ def refit_baseline(r:dict, # a results record without `baseline`
     if cache is not None: cache[key] = out
     return out
 
+def _one_class(pred, r:dict, preds:pd.DataFrame, one_class:float=0.95) -> bool:
+    "More than `one_class` of `pred` in one class while the training labels (or, for old records, the gold test shares) are not."
+    K = len(r['label_names']); share = np.bincount(np.asarray(pred, int), minlength=K) / len(pred); c = int(share.argmax())
+    ref = r['labels'].get('label_shares') or (np.bincount(preds.gold, minlength=K) / len(preds)).tolist()
+    return bool(share[c] > one_class and ref[c] <= one_class)
+
 def _scores(gold, pred, K):
     from labelnb.labels import scores
     s = scores(np.asarray(gold), np.asarray(pred), K); return s['accuracy'], s['macro_f1']
@@ -98,13 +104,16 @@ def collect(out:str|Path, # sweep folder (or its results/ folder)
         pf = res/r['predictions'] if r.get('predictions') else None
         preds = pd.read_parquet(pf) if pf is not None and pf.exists() else None
         collapsed, why = collapse_of(r, preds)
+        bpred = preds.baseline_pred.to_numpy() if preds is not None and 'baseline_pred' in preds else None
         if 'baseline' in r: bl, b_from = (r['baseline']['accuracy'], r['baseline']['macro_f1']), 'record'
         else:
             fit = refit_baseline(r, preds, cache) if refit and preds is not None else None
             bl, b_from = (_scores(preds.gold, fit[0], len(r['label_names'])), fit[1]) if fit else ((np.nan, np.nan), None)
+            bpred = fit[0] if fit else None
+        b_coll = None if bpred is None else _one_class(bpred, r, preds)
         rows.append(dict(run_id=r['run_id'], label=label_name(p['source'], p['mitigation'], p['setting']), **p,
                          accuracy=r['metrics']['accuracy'], macro_f1=r['metrics']['macro_f1'], collapsed=collapsed, collapse_reason=why,
-                         baseline_accuracy=bl[0], baseline_macro_f1=bl[1], baseline_from=b_from,
+                         baseline_accuracy=bl[0], baseline_macro_f1=bl[1], baseline_from=b_from, baseline_collapsed=b_coll,
                          label_accuracy=lab.get('label_accuracy'), kept=lab.get('kept'), gold_spent=lab.get('gold_spent'),
                          annotation_calls=lab.get('annotation_calls'), best_val_macro_f1=r['train'].get('best_val_macro_f1'),
                          train_seconds=r['timings'].get('train_s'), total_seconds=r['timings'].get('total_s'),
@@ -144,8 +153,9 @@ def _group_stats(g:pd.DataFrame, K:int) -> dict:
 def _marks(r) -> str:
     "The row's marks, in words: collapsed runs, a degenerate alpha, a missing baseline."
     m = []
-    if r.get('n_collapsed') and np.isfinite(r['n_collapsed']): m.append(f"{int(r['n_collapsed'])} of {int(r['n_runs'])} runs collapsed")
+    if r.get('n_collapsed') and np.isfinite(r['n_collapsed']) and r.get('student') != 'tfidf+lr': m.append(f"{int(r['n_collapsed'])} of {int(r['n_runs'])} runs collapsed")
     if r.get('alpha_mark') and r['alpha_mark'] != 'one run': m.append(f"alpha: {r['alpha_mark']}")
+    if r.get('student') == 'tfidf+lr' and r.get('n_collapsed') == 1: m.append('the baseline predicts (almost) one class')
     if r.get('student') == 'tfidf+lr' and not np.isfinite(r['acc']): m.append('baseline: not in the records (older runs; see `collect(refit=True)`)')
     return '; '.join(m)
 
@@ -154,7 +164,8 @@ def _baseline_row(g:pd.DataFrame, keys:list, scale:float) -> dict:
     has = g.baseline_accuracy.notna()
     return {**{k: g[k].iloc[0] for k in keys}, 'label': BASELINE + g.label.iloc[0], 'student': 'tfidf+lr', 'n_runs': int(has.sum()),
             'seeds': sorted(g.seed[has].tolist()), 'acc': g.baseline_accuracy.mean() * scale, 'f1': g.baseline_macro_f1.mean() * scale,
-            'alpha': np.nan, 'sd_acc': np.nan, 'sd_f1': np.nan, 'puc': np.nan, 'n_collapsed': np.nan, 'alpha_mark': '',
+            'alpha': np.nan, 'sd_acc': np.nan, 'sd_f1': np.nan, 'puc': np.nan, 'alpha_mark': '',
+            'n_collapsed': float(g.baseline_collapsed[has].fillna(False).astype(bool).any()) if has.any() else np.nan,   # one fit: 1 = it predicts one class
             'baseline_from': ','.join(sorted(set(g.baseline_from.dropna()))), 'label_accuracy': g.label_accuracy.mean() * scale,
             'gold_spent': g.gold_spent.mean(), 'annotation_calls': g.annotation_calls.mean(), 'train_seconds': np.nan}
 
@@ -461,7 +472,7 @@ def _report_cmd(a):
     except FileNotFoundError as e: raise SystemExit(f"labelnb report: {e}") from None
     with pd.option_context('display.width', 200, 'display.max_columns', 30, 'display.float_format', '{:.2f}'.format):
         t = rep['table']
-        print(t[[c for c in ['dataset', 'label', 'n_train', 'n_runs', *PAPER_COLS, 'label_accuracy', 'gold_spent'] if c in t]].to_string(index=False))
+        print(t[[c for c in ['dataset', 'label', 'n_train', 'n_runs', *PAPER_COLS, 'label_accuracy', 'gold_spent', 'n_collapsed', 'marks'] if c in t]].to_string(index=False))
     for _, r in rep['failures'].iterrows(): print(f"FAILED {r.run_id}: {r.error}")
     print(f"{len(rep['runs'])} runs, {len(rep['failures'])} failed; saved: {', '.join(p.name for p in rep['files'])} in {Path(rep['files'][0]).parent}")
     return rep

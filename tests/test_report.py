@@ -85,3 +85,11 @@ def test_budget_curve_places_router_runs():
                         + [run('llm:x', 'disagree_student', .8, s, 10, .1) for s in (0, 1)])
     bt = budget_table(budget_curve(runs)).set_index('router')
     assert bt.loc['disagree_student', 'gap_closed'] == pytest.approx(.5) and bt.loc['disagree_student', 'budget_share'] == pytest.approx(.1)
+
+
+def test_a_one_class_baseline_is_marked(tmp_path):
+    test = load('imdb', 'test', n=48)
+    _record(tmp_path, Experiment(), test.label.to_numpy(), baseline=dict(accuracy=.5, macro_f1=.33))
+    f = next((tmp_path/'results').glob('*.parquet')); p = pd.read_parquet(f); p['baseline_pred'] = 0; p.to_parquet(f, index=False)
+    b = table(collect(tmp_path)).query("student == 'tfidf+lr'").iloc[0]
+    assert (b.n_collapsed, b.marks) == (1.0, 'the baseline predicts (almost) one class')
