@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 from fastcore.basics import patch
 from scipy.stats import entropy as _entropy
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
+from .labels import hard_labels, scores
 # the engine and the server client, re-exported: `from labelnb.annotate import LocalLLM, ServerLLM` keeps working
 from .engine import BUNDLED_GGUF, bundled_gguf, cache_root, native_bf16, resolve_dtype, load_causal_lm, LocalLLM, _lcp
 from .server import (parse_answer, logprob_positions, logprob_distribution, sample_distribution, ServerError, Usage,
@@ -95,7 +96,9 @@ def calibrate_probs(probs, # label distributions, `[n, K]`
                     p_cf, # the distribution content-free inputs get, `[K]`
                    ) -> np.ndarray:
     "Contextual calibration (Zhao et al. 2021): divide by the content-free distribution and renormalise."
-    q = np.asarray(probs, dtype=float) / np.asarray(p_cf, dtype=float)
+    p_cf = np.asarray(p_cf, dtype=float)
+    if not (p_cf > 0).all(): raise ValueError(f"calibrate: the content-free distribution {p_cf.round(4).tolist()} gives a class no probability; dividing by it is undefined")
+    q = np.asarray(probs, dtype=float) / p_cf
     return q / q.sum(-1, keepdims=True)
 
 # %% ../nbs/01_annotate.ipynb #f49f76eb
@@ -355,7 +358,7 @@ def annotate(texts:list[str], # texts to label
             probs = calibrate_probs(probs, p_cf)
     finally:
         if not isinstance(cache, AnnotationCache): store.close()
-    lab = np.where(np.isnan(probs).any(1), -1, np.nan_to_num(probs).argmax(1))  # -1: the LLM abstained
+    lab = hard_labels(probs)  # -1: the LLM abstained (an all-NaN row)
     df = pd.DataFrame(dict(text_hash=hashes, label=lab, label_name=[tmpl.labels[i] if i >= 0 else None for i in lab],
                            probs=[list(map(float, p)) for p in probs], entropy=_entropy(probs, axis=1),
                            raw=[got[h]["raw"] for h in hashes], prompt_id=prompt_id, model=llm.name, calibrated=calibrate))
@@ -369,15 +372,15 @@ def annotate(texts:list[str], # texts to label
 def annotation_accuracy(ann:pd.DataFrame, # `annotate` output
                         gold, # gold class ids, in the same order
                        ) -> dict:
-    "Accuracy, macro-F1 and ranking AUC of annotations against gold, and the share of texts predicted as each class."
+    "Accuracy and macro-F1 (an abstention counts wrong), ranking AUC over the answered texts, and the share predicted as each class."
     gold, pred = np.asarray(gold), ann["label"].to_numpy()
     if len(gold) != len(pred): raise ValueError(f"gold: {len(gold)} labels for {len(pred)} annotations")
     P = np.array(ann["probs"].tolist())
-    k, present = P.shape[1], np.unique(gold)
+    k, ok = P.shape[1], pred >= 0
+    g, P = gold[ok], P[ok]
+    present = np.unique(g)
     if len(present) < 2: auc = float("nan")
-    elif k == 2: auc = float(roc_auc_score(gold, P[:, 1]))
-    elif len(present) == k: auc = float(roc_auc_score(gold, P, multi_class="ovr", labels=list(range(k))))
+    elif k == 2: auc = float(roc_auc_score(g, P[:, 1]))
+    elif len(present) == k: auc = float(roc_auc_score(g, P, multi_class="ovr", labels=list(range(k))))
     else: auc = float("nan")
-    return dict(n=len(gold), accuracy=float(accuracy_score(gold, pred)),
-                macro_f1=float(f1_score(gold, pred, average="macro", labels=list(range(k)), zero_division=0)),
-                auc=auc, pred_share=np.bincount(pred, minlength=k) / len(pred))
+    return dict(n=len(gold), **scores(gold, pred, k), auc=auc, pred_share=np.bincount(pred[ok], minlength=k) / len(pred))

@@ -10,6 +10,7 @@ import json, os, re, warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np, pandas as pd
+from .labels import as_ids
 
 # %% auto #0
 __all__ = ['REGISTRY', 'TRAIN_CAP', 'TEST_CAP', 'data_root', 'read_table', 'DatasetSpec', 'get_spec', 'register', 'offline',
@@ -245,7 +246,7 @@ def _to_ids(values, spec, where, strict=True):
     if strict and not ok.all():
         bad = sorted(map(str, pd.unique(vals[~ok])))[:10]
         raise ValueError(f"{where}: {int((~ok).sum())} label(s) outside the label set {spec.label_values or list(range(spec.num_labels))}: {bad}")
-    return np.where(ok, num.fillna(-1), -1).astype(int)
+    return as_ids(np.where(ok, num.fillna(-1), -1).astype(int), spec.num_labels, where)
 
 # %% ../nbs/00_data.ipynb #a0598fa5
 def _split_off(df, y, frac, seed=0):

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 from transformers import (AttentionInterface, AutoModelForSequenceClassification, AutoTokenizer,
@@ -23,6 +22,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.utils import logging as hf_logging
 
 from .cpu import free_cores, native_bf16
+from .labels import as_ids, as_probs, hard_labels, scores
 
 # %% auto #0
 __all__ = ['FUSED_FROM', 'default_model', 'TrainConfig', 'prepare_targets', 'check_transition', 'forward_loss',
@@ -70,26 +70,15 @@ def prepare_targets(labels, # class ids (-1 = abstention), or an [n, K] array of
     "Check hard or soft labels; return `[n, K]` float32 targets and a boolean mask of the rows to keep."
     a = np.asarray(labels)
     if a.ndim == 1:
-        if a.size and a.dtype.kind not in 'iub':
-            if a.dtype.kind != 'f' or not np.all(np.isfinite(a) & (a == np.round(a))):
-                raise ValueError(f"{name} must be integer class ids; got dtype {a.dtype} with values such as {a[:5].tolist()}")
-        a = a.astype(np.int64)
-        bad = np.unique(a[(a < -1) | (a >= n_classes)])
-        if bad.size: raise ValueError(f"{name} must be class ids in 0..{n_classes-1} or -1 (abstention); got {bad[:10].tolist()}")
+        a = as_ids(a, n_classes, name)
         keep = a >= 0
         targets = np.zeros((len(a), n_classes), np.float32)
         targets[np.flatnonzero(keep), a[keep]] = 1.0
         return targets, keep
     if a.ndim == 2:
-        if a.shape[1] != n_classes: raise ValueError(f"{name} has {a.shape[1]} columns but there are {n_classes} classes")
-        a = a.astype(np.float32)
-        nan = np.isnan(a)
-        keep = ~nan.all(1)
-        partial = np.flatnonzero(nan.any(1) & keep)
-        if partial.size: raise ValueError(f"{name} rows {partial[:10].tolist()} are partly NaN")
+        a = as_probs(a, name, n_classes).astype(np.float32)
+        keep = hard_labels(a) >= 0
         sums = np.where(keep, np.nansum(a, 1), 1.0)
-        bad = np.flatnonzero(keep & ((np.nan_to_num(a) < 0).any(1) | ~np.isclose(sums, 1, atol=1e-3)))
-        if bad.size: raise ValueError(f"{name} rows {bad[:10].tolist()} are not probability distributions (negative or not summing to 1)")
         return np.where(keep[:, None], np.nan_to_num(a) / sums[:, None], 0).astype(np.float32), keep
     raise ValueError(f"{name} must be 1-D class ids or a 2-D [n, K] probability array; got shape {a.shape}")
 
@@ -373,9 +362,9 @@ def _check_texts(name:str, texts) -> list[str]:
     return texts
 
 def _scores(y, pred, n_classes:int) -> tuple[float, float]:
-    "Accuracy and macro-F1 over all `n_classes` classes."
-    return (float(accuracy_score(y, pred)),
-            float(f1_score(y, pred, labels=list(range(n_classes)), average='macro', zero_division=0)))
+    "Accuracy and macro-F1 over all `n_classes` classes (`labels.scores`), as a pair."
+    s = scores(y, pred, n_classes)
+    return s['accuracy'], s['macro_f1']
 
 # %% ../nbs/02_train.ipynb #ft000001
 @dataclass

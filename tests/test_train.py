@@ -114,7 +114,7 @@ def test_split_validation_is_seeded_and_stratified(sst):
 
 @pytest.mark.parametrize('kwargs, msg', [
     (dict(labels=np.zeros(63, int)), 'train_labels has 63 rows'),
-    (dict(labels=np.full(64, 2)), 'got [2]'),
+    (dict(labels=np.full(64, 2)), 'outside the label set -1..1: [2]'),
     (dict(labels=np.zeros(64, int)), 'only class [0]'),
     (dict(labels=np.full((64, 2), 0.7)), 'not probability distributions'),
     (dict(labels=np.ones((64, 3)) / 3), 'has 3 columns'),
