@@ -18,13 +18,13 @@ import labelnb
 from .data import get_spec, load, load_split, stratified_order, labels_of
 from .metrics import classification_metrics
 from .labels import hard_labels
+from .server import SECRET_NAME, secret_values, redact, strip_credentials  # one place for secrets: where a server identity is formed
 from .mitigate import REMEDIES, RemedyInput, check_remedy, apply_remedy, student_oof_probs
 
 # %% auto #0
-__all__ = ['ID_BASELINE', 'SECRET_NAME', 'URL_CREDENTIALS', 'Experiment', 'check_experiment', 'run_id', 'sample_with_demos',
-           'check_disjoint', 'sample', 'annotator_labels', 'train_config', 'oof_probs', 'training_labels',
-           'secret_values', 'strip_credentials', 'redact', 'load_result', 'write_atomic', 'save_run', 'git_commit',
-           'versions', 'balance_weights', 'run_experiment']
+__all__ = ['ID_BASELINE', 'Experiment', 'check_experiment', 'run_id', 'sample_with_demos', 'check_disjoint', 'sample',
+           'annotator_labels', 'train_config', 'oof_probs', 'training_labels', 'load_result', 'write_atomic',
+           'save_run', 'git_commit', 'versions', 'balance_weights', 'run_experiment']
 
 # %% ../nbs/05a_experiment.ipynb #63794c92
 @dataclass
@@ -117,7 +117,7 @@ def run_id(exp:Experiment) -> str:
     mit = '' if exp.mitigation == 'none' else f"-{exp.mitigation}{exp.setting:g}"
     missing = set(Experiment.names()) - set(ID_BASELINE)
     if missing: raise KeyError(f"ID_BASELINE lacks {sorted(missing)}: give every new Experiment field the value old runs had")
-    p = asdict(exp); p['llm'] = p['llm'] and strip_credentials(p['llm'])   # a password changes no result
+    p = asdict(exp); p['llm'] = p['llm'] and strip_credentials(p['llm'])[0]   # a password changes no result
     changed = {k: v for k, v in p.items() if v != ID_BASELINE[k]}  # a new setting left at its old value keeps old ids valid
     h = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
     return re.sub(r'[^A-Za-z0-9.=+-]+', '_', f"{exp.dataset}-{exp.source}{mit}-n{exp.n_train}-s{exp.seed}") + f"-{h}"
@@ -254,23 +254,6 @@ def training_labels(exp:Experiment, # settings
     return y, info
 
 # %% ../nbs/05a_experiment.ipynb #99be5d09
-SECRET_NAME = re.compile(r'(^|_)(api_?key|apikey|key|secret|token|passw(or)?d|credentials?|auth)(_|$)', re.I)  # OPENAI_API_KEY, HF_TOKEN, db_password
-
-def secret_values() -> list[str]:
-    "Values of the environment variables whose names look like secrets (8 characters or longer)."
-    return sorted({v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 8}, key=len, reverse=True)
-
-URL_CREDENTIALS = re.compile(r'(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@"\'<>]+@')  # http://user:password@host
-
-def strip_credentials(text:str) -> str:
-    "`text` with the `user:password@` of every URL in it removed (what names a server, never how to log in)."
-    return URL_CREDENTIALS.sub(r'\1', text)
-
-def redact(text:str) -> str:
-    "`text` with every secret value from the environment, and every URL's `user:password@`, replaced by '***'."
-    for v in secret_values(): text = text.replace(v, '***')
-    return URL_CREDENTIALS.sub(r'\1***@', text)
-
 def load_result(path:str|Path) -> dict:
     "A results record read back and checked; a ValueError naming the file if it is damaged (a resumed sweep reruns it)."
     path = Path(path)

@@ -17,7 +17,8 @@ from jupyter_client.manager import AsyncKernelManager
 from tqdm.auto import tqdm
 
 import labelnb
-from .experiment import Experiment, check_experiment, run_id, SECRET_NAME, secret_values, redact, write_atomic, load_result, _clean
+from .experiment import Experiment, check_experiment, run_id, write_atomic, load_result, _clean
+from .server import SECRET_NAME, secret_values, redact
 
 # %% auto #0
 __all__ = ['KERNEL_PREFIX', 'load_grid', 'expand_grid', 'remove_stale_kernel_dirs', 'IPCKernelManager', 'default_notebook',
