@@ -90,6 +90,10 @@ def test_report_includes_all_four(resumed, tiny_runs):
     rep = build_report(out)
     assert sorted(rep['runs'].run_id) == sorted(ids)
     t = rep['table']
+    base = t[t.student == 'tfidf+lr']   # the bag of words, one row per label source, fitted inside every run
+    assert base.label.tolist() == ['TF-IDF + LR on gold', 'TF-IDF + LR on llm:llama2-70b'] and base.n_runs.tolist() == [2, 2]
+    assert base.acc.between(0, 100).all()
+    t = t[t.student == 'encoder']
     assert t.label.tolist() == ['gold', 'llm:llama2-70b'] and t.n_runs.tolist() == [2, 2]
     assert t.seeds.tolist() == [[0, 1], [0, 1]]
     assert t.puc.between(0, 100).all() and t.acc.between(0, 100).all()
@@ -132,7 +136,7 @@ def test_ray_executor(tmp_path, resumed, tiny_runs, monkeypatch):
     assert sorted(finished(out)) == sorted(ids)
     assert all((out/'notebooks'/f'{r}.ipynb').exists() for r in ids)
     runs = collect(out)
-    assert sorted(runs.run_id) == sorted(ids) and table(runs).n_runs.tolist() == [2, 2]
+    assert sorted(runs.run_id) == sorted(ids) and table(runs).n_runs.tolist() == [2, 2, 2, 2]   # two students, two baselines
     local = collect(resumed[0]).set_index('run_id')
     for _, r in runs.iterrows():   # same settings, same seed, one thread: the Ray task trained the same student
         a, b = pd.read_parquet(r.predictions_file), pd.read_parquet(local.loc[r.run_id, 'predictions_file'])
