@@ -241,14 +241,21 @@ def _completion(text:str) -> tuple[dict|None, str|None]:
 
 @patch
 def _send(self:ServerLLM, url:str, body:dict, headers:dict) -> tuple[int, httpx.Headers, str]:
-    "One POST: status, headers and text, the whole answer read within `timeout` seconds."
-    end = time.monotonic() + self.timeout
-    with self._client.stream("POST", url, json=body, headers=headers, timeout=self.timeout) as r:
-        chunks = []
-        for c in r.iter_bytes():
-            chunks.append(c)
-            if time.monotonic() > end: raise httpx.ReadTimeout(f"no complete answer within {self.timeout} s")
-        return r.status_code, r.headers, b"".join(chunks).decode(r.encoding or "utf-8", errors="replace")
+    "One POST: status, headers and text, the whole answer (its status line and headers too) within `timeout` seconds."
+    end, box = time.monotonic() + self.timeout, {}
+    def go():  # httpx's timeouts bound each read; a server trickling its headers would hold the request without this thread
+        try:
+            with self._client.stream("POST", url, json=body, headers=headers, timeout=self.timeout) as r:
+                chunks = []
+                for c in r.iter_bytes():
+                    chunks.append(c)
+                    if time.monotonic() > end: raise httpx.ReadTimeout(f"no complete answer within {self.timeout} s")
+                box["r"] = r.status_code, r.headers, b"".join(chunks).decode(r.encoding or "utf-8", errors="replace")
+        except BaseException as e: box["e"] = e
+    t = threading.Thread(target=go, daemon=True, name="labelnb-request"); t.start(); t.join(self.timeout)
+    if t.is_alive(): raise httpx.ReadTimeout(f"no complete answer within {self.timeout} s (its headers had not arrived)")
+    if "e" in box: raise box["e"]
+    return box["r"]
 
 @patch
 def post(self:ServerLLM, url:str, # endpoint to POST to

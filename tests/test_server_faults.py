@@ -32,8 +32,16 @@ class Handler(BaseHTTPRequestHandler):
                            "top_logprobs": [{"1": math.log(0.7), "0": math.log(0.3)}]}}],
                            "usage": {"prompt_tokens": 10, "completion_tokens": 1}}).encode()
         if "DRIP" in prompt: return self.send(200, data, drip=0.2)
+        if "SLOWHEAD" in prompt: return self.trickle_head(data)
         with srv.lock: srv.answered += 1
         self.send(200, data)
+    def trickle_head(self, data):
+        "The status line and headers one byte every 0.2 s (about 50 s in all), then the body."
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\nX-Pad: {'x' * 180}\r\n\r\n").encode()
+        try:
+            for i in range(len(head)): self.wfile.write(head[i:i+1]); self.wfile.flush(); time.sleep(0.2)  # bounded by len(head)
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError): pass
     def send(self, status, data, drip=0.0):
         self.send_response(status)
         self.send_header("Content-Type", "application/json"); self.send_header("Content-Length", str(len(data)))
@@ -111,6 +119,15 @@ def test_a_trickling_server_cannot_hold_a_request_past_its_deadline(fake):
     with pytest.raises(ServerError, match=r"failed after 1 attempts: ReadTimeout: no complete answer within 1.0 s"):
         llm.label_one("DRIP", [" 0", " 1"])
     assert time.monotonic() - t < 2.5  # the whole answer would take about 50 s
+
+
+def test_a_server_trickling_its_headers_cannot_hold_a_request_past_its_deadline(fake):
+    "Item 4: the deadline covers the status line and headers too, which httpx's per-read timeouts do not."
+    llm = ServerLLM(fake.url, "m", api_key_env=None, mode="logprobs", timeout=1.0, max_retries=0)
+    t = time.monotonic()
+    with pytest.raises(ServerError, match=r"failed after 1 attempts: ReadTimeout: no complete answer within 1.0 s"):
+        llm.label_one("SLOWHEAD", [" 0", " 1"])
+    assert time.monotonic() - t < 2.5  # the headers alone would take about 50 s
 
 
 RUNNER = textwrap.dedent('''
