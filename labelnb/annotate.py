@@ -129,7 +129,7 @@ class AnnotationCache:
         if path is not None: Path(path).parent.mkdir(parents=True, exist_ok=True)
         with self._errors():
             self.con = sqlite3.connect(self.path, timeout=60)
-            if path is not None: self.con.execute("PRAGMA journal_mode=WAL")
+            if path is not None: self._wal()
             self.con.execute("PRAGMA synchronous=NORMAL")
             with self.con:
                 self.con.execute("""CREATE TABLE IF NOT EXISTS annotations (model TEXT NOT NULL, prompt_id TEXT NOT NULL,
@@ -140,6 +140,15 @@ class AnnotationCache:
                     text_hash TEXT NOT NULL, extra TEXT NOT NULL, PRIMARY KEY (model, prompt_id, text_hash))""")
                 self.con.execute("""CREATE TABLE IF NOT EXISTS claims (model TEXT NOT NULL, prompt_id TEXT NOT NULL,
                     text_hash TEXT NOT NULL, owner TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (model, prompt_id, text_hash))""")
+
+    def _wal(self, wait:float=60):
+        "Switch to write-ahead logging; SQLite refuses at once, without waiting, while another process opens the same new file."
+        end = time.monotonic() + wait
+        while True:
+            try: return self.con.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > end: raise
+                time.sleep(0.05)
 
     @contextmanager
     def _errors(self):
