@@ -60,10 +60,10 @@ def demo_grid(cfg:DemoConfig) -> list:
 def summarize(runs:pd.DataFrame, # one row per run: task, source, student, seed, label_accuracy, accuracy, macro_f1, seconds
              ) -> pd.DataFrame:
     "Mean and SD over seeds of accuracy and macro-F1 per task, label source and student, in the runs' order."
-    g = runs.groupby(['task', 'source', 'student'], sort=False)
+    g = runs.assign(collapsed=runs.get('collapsed', False)).groupby(['task', 'source', 'student'], sort=False)
     t = g.agg(label_accuracy=('label_accuracy', 'mean'), runs=('seed', 'size'), accuracy=('accuracy', 'mean'),
               accuracy_sd=('accuracy', 'std'), macro_f1=('macro_f1', 'mean'), macro_f1_sd=('macro_f1', 'std'),
-              seconds=('seconds', 'sum')).reset_index()
+              seconds=('seconds', 'sum'), collapsed=('collapsed', 'sum')).reset_index()
     return t.round(4)
 
 def to_markdown(table:pd.DataFrame) -> str:
@@ -71,7 +71,8 @@ def to_markdown(table:pd.DataFrame) -> str:
     f = lambda m, s, n: f"{m:.3f}" if n < 2 or pd.isna(s) else f"{m:.3f} ± {s:.3f}"
     lines = ['| task | label source | student | label accuracy | runs | accuracy | macro-F1 |', '|---|---|---|---|---|---|---|']
     for r in table.itertuples():
-        lines.append(f"| {r.task} | {r.source} | {r.student} | {r.label_accuracy:.3f} | {r.runs} | "
+        n = f"{r.runs} ({r.collapsed} collapsed)" if getattr(r, 'collapsed', 0) else f"{r.runs}"
+        lines.append(f"| {r.task} | {r.source} | {r.student} | {r.label_accuracy:.3f} | {n} | "
                      f"{f(r.accuracy, r.accuracy_sd, r.runs)} | {f(r.macro_f1, r.macro_f1_sd, r.runs)} |")
     return '\n'.join(lines) + '\n'
 
@@ -105,9 +106,9 @@ def _cpu_seconds() -> float|None:
     except ImportError: return None
     ru = resource.getrusage(resource.RUSAGE_SELF); return round(ru.ru_utime + ru.ru_stime, 1)
 
-def _row(exp, task, source, student, seed, label_accuracy, accuracy, macro_f1, seconds):
+def _row(exp, task, source, student, seed, label_accuracy, accuracy, macro_f1, seconds, collapsed=False):
     return dict(task=task, source=source, student=student, seed=seed, label_accuracy=label_accuracy, accuracy=accuracy,
-                macro_f1=macro_f1, seconds=round(seconds, 1), n_train=exp.n_train)
+                macro_f1=macro_f1, seconds=round(seconds, 1), n_train=exp.n_train, collapsed=bool(collapsed))
 
 def _source_name(exp, info) -> str:
     if exp.source == 'gold': return 'gold'
@@ -133,7 +134,7 @@ def run_demo(cfg:DemoConfig|None=None, # settings (defaults: `DemoConfig()`)
         info, task = rec['labels'], get_spec(exp.dataset).name
         source = _source_name(exp, info)
         rows.append(_row(exp, task, source, 'MiniLM-L6 (fine-tuned)', exp.seed, info['label_accuracy'], rec['metrics']['accuracy'],
-                         rec['metrics']['macro_f1'], rec['timings']['total_s']))
+                         rec['metrics']['macro_f1'], rec['timings']['total_s'], rec['train']['collapsed']))
         if (task, exp.source) in fitted: continue  # every run fits the baseline on its own sample; the seeds share one sample
         fitted.add((task, exp.source)); b = rec['baseline']
         rows.append(_row(exp, task, source, 'TF-IDF + LR (baseline)', 0, info['label_accuracy'], b['accuracy'], b['macro_f1'], b['seconds']))
