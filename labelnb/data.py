@@ -71,6 +71,7 @@ class DatasetSpec:
     row_filter:str|None=None # column that must be non-null for a row to count (e.g. crowd-coded rows only)
     about:str='' # where it comes from
     online:dict=field(default_factory=dict) # file -> where to fetch it when the local copy is missing: 'hf:<hub name>@<split>' or an https URL
+    extra:dict=field(default_factory=dict) # more columns carried from the split's own file: output name -> file column (e.g. an LLM's stated confidence)
 
     def __post_init__(self):
         if len(self.labels) < 2: raise ValueError(f"DatasetSpec {self.name!r}: `labels` needs at least two classes, got {self.labels}")
@@ -93,7 +94,7 @@ _SENT_DESC = ['the text expresses a negative opinion', 'the text expresses a pos
 def _imdb(_=None):
     return DatasetSpec('imdb', 'Classify the sentiment of a movie review as positive or negative.', _SENTIMENT,
         ['the review is negative about the movie', 'the review is positive about the movie'],
-        train='imdb/train.csv.gz', test='imdb/test.csv.gz',
+        train='imdb/train.csv.gz', test='imdb/test.csv.gz', extra={'rating': 'rating'},  # the reviewer's 1-10 stars
         llm={'llama2-70b': {'train': ('imdb/llm_labels_train.csv.gz', 'llm_llama2_70b_chat'),
                             'test': ('imdb/llm_labels_test.csv.gz', 'llm_llama2_70b_chat')},
              'gpt-3.5': {'test': ('imdb/llm_labels_test.csv.gz', 'llm_gpt35_turbo')},
@@ -162,6 +163,7 @@ def _toxic_jigsaw(_=None):
         ['the comment is civil, even if it disagrees', 'the comment is rude, disrespectful, hateful or insulting'],
         train='toxic_jigsaw/qwen2.5-7b_annotations.csv.gz', label_col='gold_label',
         llm={'qwen2.5-7b': {'train': (None, 'llm_label'), 'test': (None, 'llm_label')}},
+        extra={'llm:qwen2.5-7b:confidence': 'llm_confidence_numeric'},  # its verbal confidence: low 0.3, medium 0.6, high 0.9
         about='Jigsaw Unintended Bias 10k sample; Qwen2.5-7B-Instruct zero-shot labels')
 
 def _mr(_=None):
@@ -315,6 +317,9 @@ def load_split(name:str|DatasetSpec, # dataset name or spec
     if spec.soft_cols:
         _need(df, spec.soft_cols, fname)
         v = df[spec.soft_cols].to_numpy(float); out['soft'] = list(v/v.sum(1, keepdims=True))
+    if spec.extra:
+        _need(df, list(spec.extra.values()), f"{fname} ({spec.name}, extra)")
+        for name, col in spec.extra.items(): out[name] = df[col].to_numpy()
     if spec.test is None:
         tr, te = _split_off(out, out.label.to_numpy(), spec.test_frac)
         if split == 'train': return out.iloc[tr].reset_index(drop=True)
