@@ -148,8 +148,9 @@ def test_ray_executor(tmp_path, resumed, tiny_runs, monkeypatch):
 
 def test_failures_pool_and_retry(tmp_path):
     "A failing point is recorded with its notebook and does not stop the others; retried or skipped on the next call."
-    good = Experiment(dataset='sst2', n_train=16, n_test=16, num_threads=1)
-    bad = Experiment(dataset='sst2', n_train=10**6, n_test=16, num_threads=1)
+    tiny = dict(epochs=1, max_length=32, num_threads=1)   # a tiny student, not the recipe's defaults (labelnb.train.TrainConfig)
+    good = Experiment(dataset='sst2', n_train=16, n_test=16, **tiny)
+    bad = Experiment(dataset='sst2', n_train=10**6, n_test=16, **tiny)
     st = run_sweep([bad, good], tmp_path, workers=2, progress=False)
     assert st.status.tolist() == ['failed', 'ran']
     fail = json.loads((tmp_path/'results'/f'{run_id(bad)}.failed.json').read_text())
@@ -283,7 +284,7 @@ def test_no_secret_on_disk_after_a_sweep_against_a_server(tmp_path, echo_server,
     for k, v in ENV.items(): monkeypatch.setenv(k, v)
     with_pw, plain = f'http://labelnb:{URL_KEY}@127.0.0.1:{echo_server}/v1#fake', f'http://127.0.0.1:{echo_server}/v1#other'
     grid = {'base': dict(dataset='sst2', source='annotator', n_train=12, n_test=8, n_demo_pool=4, n_shots=2, calibrate=False,
-                         max_length=16, num_threads=1), 'grid': {'llm': [with_pw, plain]}}
+                         max_length=16, epochs=1, num_threads=1), 'grid': {'llm': [with_pw, plain]}}
     out = tmp_path/'sweep'
     st = run_sweep(grid, out, progress=False)
     assert st.status.tolist() == ['ran', 'ran'], st.error.tolist()
@@ -355,7 +356,7 @@ SWEEP = "import json, sys; from labelnb.sweep import run_sweep; st = run_sweep(s
 
 
 def test_two_sweeps_on_one_folder_run_each_point_once(tmp_path):
-    (tmp_path/'g.yaml').write_text('base: {dataset: sst2, n_train: 16, n_test: 16, num_threads: 1, max_length: 16}\ngrid: {seed: [0, 1]}\n')
+    (tmp_path/'g.yaml').write_text('base: {dataset: sst2, n_train: 16, n_test: 16, num_threads: 1, max_length: 16, epochs: 1}\ngrid: {seed: [0, 1]}\n')
     env = {**os.environ, **ENV}
     procs = [subprocess.Popen([sys.executable, '-c', SWEEP, str(tmp_path/'g.yaml'), str(tmp_path/'o'), '1'], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -368,7 +369,7 @@ def test_two_sweeps_on_one_folder_run_each_point_once(tmp_path):
 
 
 def test_kill_9_of_a_pool_sweep_leaves_no_worker_and_no_kernel_files(tmp_path):
-    (tmp_path/'g.yaml').write_text('base: {dataset: sst2, n_train: 64, n_test: 32, num_threads: 1, epochs: 3}\ngrid: {seed: [0, 1, 2, 3]}\n')
+    (tmp_path/'g.yaml').write_text('base: {dataset: sst2, n_train: 64, n_test: 32, num_threads: 1, epochs: 3, max_length: 32}\ngrid: {seed: [0, 1, 2, 3]}\n')
     proc = subprocess.Popen([sys.executable, '-c', 'from labelnb.cli import main; main()', 'sweep', str(tmp_path/'g.yaml'), '--out', str(tmp_path/'o'),
                              '--workers', '2'], env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0, kids = time.time(), []
