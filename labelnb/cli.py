@@ -6,12 +6,12 @@ Docs: https://labelnb.github.io/labelnb/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #c7800e74
 from __future__ import annotations
-import argparse, inspect, os, re, sys, typing
+import argparse, dataclasses, importlib, inspect, os, re, sys, typing
 from pathlib import Path
 from typing import Literal
 
 # %% auto #0
-__all__ = ['add_options', 'annotator_llm', 'annotate_split', 'parser', 'main']
+__all__ = ['COMMANDS', 'add_options', 'call_with', 'annotator_llm', 'annotate_split', 'add_command', 'add_cli', 'parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #32974582
 def _base_type(hint):
@@ -19,19 +19,40 @@ def _base_type(hint):
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if typing.get_origin(hint) in (typing.Union, getattr(__import__('types'), 'UnionType', None)) and len(args) == 1 else hint
 
+def _typed(hint) -> dict:
+    "argparse's `type` (and `choices` for a `Literal`) for an annotation."
+    if typing.get_origin(hint) is Literal: return dict(choices=list(typing.get_args(hint)), type=str)
+    return dict(type=hint if hint in (int, float) else str)
+
 def add_options(p:argparse.ArgumentParser, # the (sub)parser to add to
                 obj, # a function or a dataclass: one `--option` per parameter or field
                 skip:tuple=(), # parameter names to leave out
                ):
-    "Add one `--option` per parameter of `obj`, typed from its annotations, with its docment as help and its default."
+    "Add one `--option` per parameter of `obj` (a positional argument where it has no default), typed from its annotations, with its docment as help."
     from fastcore.docments import docments
     helps, hints = docments(obj), typing.get_type_hints(obj)
     for name, par in inspect.signature(obj).parameters.items():
         if name in skip or par.kind in (par.VAR_POSITIONAL, par.VAR_KEYWORD): continue
-        opt, hint, dflt, h = '--' + name.replace('_', '-'), _base_type(hints.get(name, str)), par.default, (helps.get(name) or '').replace('%', '%%')  # argparse %-formats help
+        hint, dflt, h = _base_type(hints.get(name, str)), par.default, (helps.get(name) or '').replace('%', '%%')  # argparse %-formats help
+        if dataclasses.is_dataclass(hint): add_options(p, hint, skip); continue   # a settings dataclass: its fields are the options
+        if dflt is par.empty: p.add_argument(name, help=h, **_typed(hint)); continue
+        opt = '--' + name.replace('_', '-')
         if hint is bool: p.add_argument(opt, action=argparse.BooleanOptionalAction, default=dflt, help=h); continue
-        kw = dict(choices=list(typing.get_args(hint)), type=str) if typing.get_origin(hint) is Literal else dict(type=hint if hint in (int, float) else str)
-        p.add_argument(opt, default=dflt, help=f"{h} (default: {str(dflt).replace('%', '%%')})", **kw)
+        if typing.get_origin(hint) is list:   # a repeatable option, e.g. --set a=1 --set b=2
+            p.add_argument(opt, action='append', default=dflt, help=f"{h} (repeatable)", **_typed((typing.get_args(hint) or (str,))[0])); continue
+        p.add_argument(opt, default=dflt, help=f"{h} (default: {str(dflt).replace('%', '%%')})", **_typed(hint))
+
+def call_with(obj, # the function (or dataclass) `add_options` read
+              args:argparse.Namespace, # the parsed command line
+              skip:tuple=(), # parameters left out (their defaults apply)
+             ):
+    "Call `obj` with the parsed options `add_options` made from it, building its dataclass parameters from their fields."
+    hints, kw = typing.get_type_hints(obj), {}
+    for name, par in inspect.signature(obj).parameters.items():
+        if name in skip or par.kind in (par.VAR_POSITIONAL, par.VAR_KEYWORD): continue
+        hint = _base_type(hints.get(name, str))
+        kw[name] = call_with(hint, args, skip) if dataclasses.is_dataclass(hint) else getattr(args, name)
+    return obj(**kw)
 
 # %% ../nbs/09_cli.ipynb #c5064644
 def annotator_llm(llm:str|None=None, # hub name, local folder, .gguf file, or 'http(s)://host:port/v1#model' of a server; None = bundled SmolLM2
@@ -65,6 +86,7 @@ def annotate_split(dataset:str='imdb', # registered dataset name, e.g. imdb, tox
                    cache:str='runs/annotations.sqlite', # SQLite cache; reruns and resumed runs reuse it
                    out:str='runs/annotations.csv', # output file (.csv or .parquet); '' = do not write
                    progress:bool=True, # progress bar
+                   verbose:bool=True, # print a one-line summary
                   ):
     "Label `n` texts of a dataset split with an LLM: text, gold, label, probs, entropy, raw answer; written to `out`."
     import json
@@ -80,40 +102,55 @@ def annotate_split(dataset:str='imdb', # registered dataset name, e.g. imdb, tox
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         w = ann.assign(probs=[json.dumps([round(float(x), 6) for x in p]) for p in ann.probs])
         (w.to_parquet if str(out).endswith('.parquet') else w.to_csv)(out, index=False)
+    if verbose: print(f"{len(ann)} texts annotated; accuracy against gold {(ann.label == ann.gold).mean():.3f}; written to {out}")
     return ann
 
 # %% ../nbs/09_cli.ipynb #575fc43f
+COMMANDS = [  # (name, function or 'module:function' (imported when the parser is built), one-line help[, parameters left out])
+    ('demo', 'labelnb.demo:run_demo', "run the main job: the paper's effect on one screen (table, CSV and figure)", ('progress', 'verbose')),
+    ('annotate', annotate_split, 'label a dataset split with an LLM, in-process or through a server (label distributions, entropy; cached)',
+     ('progress', 'verbose')),
+    ('sweep', 'labelnb.sweep:sweep_cmd', 'run a grid of experiments with papermill (locally or on Ray), resuming where it stopped'),
+    ('report', 'labelnb.report:report_cmd', "build the paper's tables and figures from a sweep folder"),
+]
+
+def _resolve(fn):
+    "`fn`, or the function a 'module:function' string names."
+    if not isinstance(fn, str): return fn
+    mod, _, name = fn.partition(':')
+    return getattr(importlib.import_module(mod), name)
+
+def add_command(subparsers, # `add_subparsers()` of the `labelnb` parser
+                name:str, # the subcommand
+                fn, # the function it runs, or 'module:function'
+                help:str, # one line for `labelnb --help`
+                skip:tuple=(), # parameters that are not options (their defaults apply)
+               ) -> argparse.ArgumentParser:
+    "Add subcommand `name`: `fn`'s parameters are its options, its docstring the description; the parsed args' `func(args)` calls `fn`."
+    fn = _resolve(fn)
+    p = subparsers.add_parser(name, help=help, description=fn.__doc__)
+    add_options(p, fn, skip)
+    p.set_defaults(func=lambda args: call_with(fn, args, skip))
+    return p
+
+def add_cli(subparsers, # `add_subparsers()` of an argparse parser
+            commands:list|None=None, # (name, function, help[, skip]) entries; None = `COMMANDS`
+           ):
+    "Add every subcommand of `commands` to `subparsers`."
+    for name, fn, help, *skip in commands or COMMANDS: add_command(subparsers, name, fn, help, *skip)
+    return subparsers
+
 def parser() -> argparse.ArgumentParser:
     "The `labelnb` argument parser."
-    from labelnb.demo import DemoConfig
-    from labelnb.report import add_cli
     p = argparse.ArgumentParser(prog='labelnb', description='Train classifiers on LLM labels and measure what goes wrong.')
-    sub = p.add_subparsers(dest='cmd', required=True)
-    d = sub.add_parser('demo', help="run the main job: the paper's effect on one screen (table, CSV and figure)",
-                       description=DemoConfig.__doc__)
-    add_options(d, DemoConfig)
-    a = sub.add_parser('annotate', help='label a dataset split with an LLM, in-process or through a server (label distributions, entropy; cached)',
-                       description=annotate_split.__doc__)
-    add_options(a, annotate_split, skip=('progress',))
-    add_cli(sub)  # `labelnb sweep` and `labelnb report`, from the sweep and report chapters
+    add_cli(p.add_subparsers(dest='cmd', required=True))
     return p
 
 # %% ../nbs/09_cli.ipynb #acfda77e
-def _run(a, p):
-    if a.cmd == 'demo':
-        from dataclasses import fields
-        from labelnb.demo import DemoConfig, run_demo
-        run_demo(DemoConfig(**{f.name: getattr(a, f.name) for f in fields(DemoConfig)}))
-    elif a.cmd == 'annotate':
-        kw = {k: getattr(a, k) for k in inspect.signature(annotate_split).parameters if hasattr(a, k)}
-        ann = annotate_split(**kw)
-        print(f"{len(ann)} texts annotated; accuracy against gold {(ann.label == ann.gold).mean():.3f}; written to {a.out}")
-    elif hasattr(a, 'func'): return a.func(a)
-
 def main(argv:list|None=None):
     "Entry point of the `labelnb` command; bad input ends in one line naming it (set LABELNB_TRACEBACK=1 for the traceback)."
     p = parser(); a = p.parse_args(argv)
-    try: return _run(a, p)
+    try: return a.func(a)
     except (FileNotFoundError, ValueError, KeyError) as e:
         if os.environ.get('LABELNB_TRACEBACK'): raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

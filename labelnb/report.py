@@ -20,9 +20,9 @@ from .analysis import stability, plateaus, plot_learning_curves
 # %% auto #0
 __all__ = ['RUN_COLS', 'BASELINE_KEYS', 'GROUP_KEYS', 'PAPER_COLS', 'BASELINE', 'STUDENT_KEYS', 'PAPER', 'PAPER_DATASETS',
            'TRAIN_KEYS', 'ANNOTATOR_KEYS', 'results_dir', 'label_name', 'collapse_of', 'refit_baseline', 'collect',
-           'failures', 'table', 'paper_label', 'side_by_side', 'mitigation_table', 'budget_curve', 'budget_table',
-           'plot_budget_curve', 'plot_by_source', 'plateau_table', 'plot_size_curves', 'training_curves',
-           'plot_training_curves', 'plot_mitigation_deltas', 'build_report', 'add_report_cli', 'add_cli']
+           'failures', 'table', 'paper_label', 'side_by_side', 'mitigation_table', 'gold_gaps', 'budget_curve',
+           'budget_table', 'plot_budget_curve', 'plot_by_source', 'plateau_table', 'plot_size_curves',
+           'training_curves', 'plot_training_curves', 'plot_mitigation_deltas', 'build_report', 'report_cmd']
 
 # %% ../nbs/07_report.ipynb #4823d287
 def results_dir(out:str|Path) -> Path:
@@ -288,6 +288,35 @@ def mitigation_table(tab:pd.DataFrame, # `table` output
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
+# %% ../nbs/07_report.ipynb #a5ga0002
+def gold_gaps(tab:pd.DataFrame, # `table` or `side_by_side` output: gold and unmitigated LLM rows (x100)
+              metrics:list|None=None, # columns to compare; None = every one of `PAPER_COLS` that `tab` has
+             ) -> pd.DataFrame:
+    "Gold minus each unmitigated LLM row of the same dataset and training settings, per metric (`sd_*`: LLM minus gold); the paper's gaps beside them where `tab` has `paper_` columns."
+    tab = _encoder_rows(tab)
+    metrics = [m for m in PAPER_COLS if m in tab] if metrics is None else list(metrics)
+    missing = [m for m in metrics if m not in tab]
+    if missing: raise KeyError(f"metrics: {missing} are not columns of the table (it has {list(tab.columns)})")
+    keys = [k for k in TRAIN_KEYS if k in tab]
+    is_gold = tab.source.eq('gold') if 'source' in tab else tab.label.eq('gold')
+    plain = tab.mitigation.eq('none') if 'mitigation' in tab else ~tab.label.str.contains(' + ', regex=False)
+    key = lambda r: tuple(str(r[k]) for k in keys)
+    gold = {}
+    for _, r in tab[is_gold].iterrows():
+        if key(r) in gold: raise ValueError(f"tab: two gold rows for {dict(zip(keys, key(r)))}; give one row per label source and setting")
+        gold[key(r)] = r
+    paper = [m for m in metrics if f'paper_{m}' in tab]
+    cols = (['dataset', 'label'] + (['paper_label'] if 'paper_label' in tab else []) + (['n_train'] if 'n_train' in tab else [])
+            + [c for m in metrics for c in ([m, f'paper_{m}'] if m in paper else [m])])
+    rows = []
+    for _, r in tab[plain & ~is_gold].iterrows():
+        g, row = gold.get(key(r)), {k: r[k] for k in keys + [c for c in ('label', 'paper_label') if c in tab]}
+        for m in metrics:
+            sign = -1 if m.startswith('sd_') else 1
+            for c in ([m, f'paper_{m}'] if m in paper else [m]): row[c] = sign * (g[c] - r[c]) if g is not None else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols + [k for k in keys if k not in cols])
+
 # %% ../nbs/07_report.ipynb #d2bc0002
 def budget_curve(runs:pd.DataFrame, # `collect` output (runs of routers, the unmitigated LLM source and gold)
                  metric:str='macro_f1', # run column
@@ -467,8 +496,16 @@ def build_report(out:str|Path, # sweep folder
     return rep
 
 # %% ../nbs/07_report.ipynb #725389f9
-def _report_cmd(a):
-    try: rep = build_report(a.out, a.dest, llm_as=a.llm_as, metric=a.metric, tol=a.tol)
+from typing import Literal
+
+def report_cmd(out:str, # sweep folder (the --out of `labelnb sweep`)
+               dest:str|None=None, # folder for the tables and figures (None = OUT/report)
+               llm_as:Literal['3B', '7B']='7B', # the paper's annotator an unmitigated LLM source is compared with
+               metric:Literal['macro_f1', 'accuracy']='macro_f1', # metric of the figures
+               tol:float=0.005, # a learning-curve step gaining less than this counts as flat
+              ) -> dict:
+    "Build the paper's tables and figures from a sweep folder (`build_report`) and print the table and the failures."
+    try: rep = build_report(out, dest, llm_as=llm_as, metric=metric, tol=tol)
     except FileNotFoundError as e: raise SystemExit(f"labelnb report: {e}") from None
     with pd.option_context('display.width', 200, 'display.max_columns', 30, 'display.float_format', '{:.2f}'.format):
         t = rep['table']
@@ -476,23 +513,3 @@ def _report_cmd(a):
     for _, r in rep['failures'].iterrows(): print(f"FAILED {r.run_id}: {r.error}")
     print(f"{len(rep['runs'])} runs, {len(rep['failures'])} failed; saved: {', '.join(p.name for p in rep['files'])} in {Path(rep['files'][0]).parent}")
     return rep
-
-def add_report_cli(subparsers):
-    "Register the `report` sub-command on an argparse `subparsers`."
-    p = subparsers.add_parser('report', help="build the paper's tables and figures from a sweep folder",
-        description="Read every results/<run-id>.json under OUT (finished runs only; a sweep may still be running) and save the paper's "
-                    "tables (mean/SD of accuracy and macro-F1 over seeds, Krippendorff's alpha, unchanged predictions; the paper's numbers "
-                    "side by side; mitigation gains; plateaus) as CSV and the figures as PNG.")
-    p.add_argument('out', help='sweep folder (the --out of `labelnb sweep`)')
-    p.add_argument('--dest', default=None, help='folder for the tables and figures (default: OUT/report)')
-    p.add_argument('--llm-as', default='7B', choices=['3B', '7B'], help="the paper's annotator an unmitigated LLM source is compared with (default: 7B)")
-    p.add_argument('--metric', default='macro_f1', choices=['macro_f1', 'accuracy'], help='metric of the figures (default: macro_f1)')
-    p.add_argument('--tol', type=float, default=0.005, help='a learning-curve step gaining less than this counts as flat (default: 0.005)')
-    p.set_defaults(func=_report_cmd)
-    return p
-
-def add_cli(subparsers):
-    "Register `labelnb sweep` and `labelnb report` on the `labelnb` command's sub-parsers; each sets `func`, to be called with the parsed args."
-    from labelnb.sweep import add_sweep_cli   # papermill and Jupyter only when the command line is built
-    add_sweep_cli(subparsers); add_report_cli(subparsers)
-    return subparsers

@@ -6,11 +6,12 @@ Docs: https://labelnb.github.io/labelnb/sweep.html.md"""
 
 # %% ../nbs/06_sweep.ipynb #b91051b2
 from __future__ import annotations
-import argparse, fcntl, json, os, re, shutil, signal, socket, sys, tempfile, threading, time, traceback, weakref
+import fcntl, json, os, re, shutil, signal, socket, sys, tempfile, threading, time, traceback, weakref
 from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from itertools import product
 from pathlib import Path
+from typing import Literal
 
 import numpy as np, pandas as pd, yaml
 from jupyter_client.manager import AsyncKernelManager
@@ -22,7 +23,7 @@ from .server import SECRET_NAME, secret_values, redact
 
 # %% auto #0
 __all__ = ['KERNEL_PREFIX', 'load_grid', 'expand_grid', 'remove_stale_kernel_dirs', 'IPCKernelManager', 'default_notebook',
-           'execute_run', 'sweep_status', 'run_sweep', 'add_sweep_cli']
+           'execute_run', 'sweep_status', 'run_sweep', 'sweep_cmd']
 
 # %% ../nbs/06_sweep.ipynb #f3621a35
 class _UniqueKeys(yaml.SafeLoader):
@@ -328,40 +329,31 @@ def _parse_set(items:list[str]) -> dict:
         k, v = it.split('=', 1); out[k.strip()] = yaml.safe_load(v)
     return out
 
-def _sweep_cmd(a):
-    over = _parse_set(a.set)
-    if a.status:
-        st = sweep_status(a.grid, a.out, **over)
+def sweep_cmd(grid:str, # grid file (YAML or JSON): `base` settings shared by every run and `grid` values to cross, e.g. nbs/experiments/sweep_tiny.yaml
+              out:str='runs/sweep', # sweep folder: results/, notebooks/, annotations.sqlite
+              executor:Literal['local', 'ray']='local', # 'local': this machine; 'ray': one Ray task per run
+              workers:int=1, # local: runs at once, each in its own kernel (1 = sequential)
+              set:list[str]|None=None, # KEY=VALUE: override a setting in every run, e.g. --set n_train=100
+              retry_failed:bool=True, # rerun points that failed before
+              timeout:int|None=None, # seconds allowed per notebook cell (None = no limit)
+              notebook:str|None=None, # experiment notebook (None = nbs/experiments/run.ipynb of this checkout)
+              kernel:str='python3', # Jupyter kernel to execute the notebook in
+              cache:str|None=None, # annotation cache (SQLite) shared by the runs (None = OUT/annotations.sqlite)
+              address:str|None=None, # ray: cluster address (None = $RAY_ADDRESS, else a local Ray instance)
+              num_cpus:float=1, # ray: CPUs reserved per run
+              status:bool=False, # only print which runs are done, failed or still to run
+             ) -> pd.DataFrame:
+    "Run `nbs/experiments/run.ipynb` once per grid point with papermill (`run_sweep`), print the status of every run, fail if any failed."
+    over = _parse_set(set)
+    if status:
+        st = sweep_status(grid, out, **over)
         print(st.to_string(index=False)); print(st.state.value_counts().to_string()); return st
-    st = run_sweep(a.grid, a.out, executor=a.executor, workers=a.workers, notebook=a.notebook, retry_failed=a.retry_failed,
-                   timeout=a.timeout, kernel_name=a.kernel, cache=a.cache, address=a.address, num_cpus=a.num_cpus, **over)
+    st = run_sweep(grid, out, executor=executor, workers=workers, notebook=notebook, retry_failed=retry_failed,
+                   timeout=timeout, kernel_name=kernel, cache=cache, address=address, num_cpus=num_cpus, **over)
     print(st.drop(columns=['error']).to_string(index=False))
     for _, r in st[st.status == 'failed'].iterrows(): print(f"FAILED {r.run_id}: {r.error}")
     print(st.status.value_counts().to_string())
     busy, failed = int((st.status == 'busy').sum()), int((st.status == 'failed').sum())
-    if busy: print(f"{busy} run(s) were being run by another sweep on {a.out}; run again to check on them")
-    if failed: raise SystemExit(f"labelnb sweep: {failed} of {len(st)} runs failed (see FAILED above and {a.out}/results/*.failed.json)")
+    if busy: print(f"{busy} run(s) were being run by another sweep on {out}; run again to check on them")
+    if failed: raise SystemExit(f"labelnb sweep: {failed} of {len(st)} runs failed (see FAILED above and {out}/results/*.failed.json)")
     return st
-
-def add_sweep_cli(subparsers):
-    "Register the `sweep` sub-command on an argparse `subparsers`."
-    p = subparsers.add_parser('sweep', help='run a grid of experiments with papermill (locally or on Ray), resuming where it stopped',
-        description='Run nbs/experiments/run.ipynb once per grid point with papermill. Each run writes results/<run-id>.json, '
-                    'its test predictions and its executed notebook under --out; runs whose results exist are skipped, so a killed '
-                    'sweep resumes where it stopped. API keys are read from the environment, never passed as parameters.')
-    p.add_argument('grid', help='grid file (YAML or JSON): `base` settings shared by every run and `grid` values to cross, '
-                                'e.g. nbs/experiments/sweep_tiny.yaml')
-    p.add_argument('--out', default='runs/sweep', help='sweep folder: results/, notebooks/, annotations.sqlite (default: runs/sweep)')
-    p.add_argument('--executor', default='local', choices=['local', 'ray'], help="'local': this machine; 'ray': one Ray task per run (default: local)")
-    p.add_argument('--workers', type=int, default=1, help='local: runs at once, each in its own kernel (default: 1, i.e. sequential)')
-    p.add_argument('--set', action='append', metavar='KEY=VALUE', help='override a setting in every run, e.g. --set n_train=100 (repeatable)')
-    p.add_argument('--retry-failed', action=argparse.BooleanOptionalAction, default=True, help='rerun points that failed before (default: yes)')
-    p.add_argument('--timeout', type=int, default=None, help='seconds allowed per notebook cell (default: no limit)')
-    p.add_argument('--notebook', default=None, help='experiment notebook (default: nbs/experiments/run.ipynb of this checkout)')
-    p.add_argument('--kernel', default='python3', help='Jupyter kernel to execute the notebook in (default: python3)')
-    p.add_argument('--cache', default=None, help='annotation cache (SQLite) shared by the runs (default: OUT/annotations.sqlite)')
-    p.add_argument('--address', default=None, help='ray: cluster address (default: $RAY_ADDRESS, else a local Ray instance)')
-    p.add_argument('--num-cpus', type=float, default=1, help='ray: CPUs reserved per run (default: 1)')
-    p.add_argument('--status', action='store_true', help='only print which runs are done, failed or still to run')
-    p.set_defaults(func=_sweep_cmd)
-    return p

@@ -10,7 +10,8 @@ import numpy as np, pandas as pd, psutil, pytest
 from labelnb.data import get_spec
 from labelnb.experiment import Experiment, run_id, sample, training_labels, annotator_labels, check_experiment
 from labelnb.sweep import expand_grid, run_sweep, sweep_status
-from labelnb.report import build_report, collect, table, add_cli
+from labelnb.report import build_report, collect, table
+from labelnb.cli import add_cli
 
 ROOT = Path(__file__).parents[1]
 GRID = ROOT/'nbs'/'experiments'/'sweep_tiny.yaml'
