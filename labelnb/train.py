@@ -6,14 +6,17 @@ Docs: https://labelnb.github.io/labelnb/train.html.md"""
 
 # %% ../nbs/02_train.ipynb #74b31a82
 from __future__ import annotations
-import contextlib, math, time, warnings
+import contextlib, copy, json, math, os, shutil, subprocess, time, warnings
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import transformers
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 from transformers import (AttentionInterface, AutoModelForSequenceClassification, AutoTokenizer,
@@ -21,6 +24,7 @@ from transformers import (AttentionInterface, AutoModelForSequenceClassification
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.utils import logging as hf_logging
 
+import labelnb
 from .cpu import free_cores, native_bf16
 from .labels import as_ids, as_probs, hard_labels, scores
 
@@ -28,7 +32,8 @@ from .labels import as_ids, as_probs, hard_labels, scores
 __all__ = ['FUSED_FROM', 'default_model', 'TrainConfig', 'prepare_targets', 'check_transition', 'forward_loss',
            'split_validation', 'length_batches', 'encode', 'predict_proba', 'load_model', 'keep_mask', 'dropout',
            'FastDropout', 'attention', 'Student', 'make_student', 'train_step', 'TrainResult', 'RunData',
-           'check_inputs', 'Fit', 'fit', 'collapse_reason', 'resolve', 'finetune']
+           'check_inputs', 'Fit', 'fit', 'collapse_reason', 'resolve', 'finetune', 'git_commit', 'model_card',
+           'write_student_files', 'save_student']
 
 # %% ../nbs/02_train.ipynb #44b3967b
 def default_model() -> str:
@@ -179,12 +184,13 @@ def predict_proba(model, # a sequence-classification model
                   pad_id:int=0, # the tokenizer's pad token id
                   batch_size:int=32, # texts per forward pass
                   bf16:bool=False, # bfloat16 autocast (for a float32 model)
+                  progress:bool=False, # show a progress bar over batches
                  ) -> np.ndarray:
     "Class probabilities `[n, K]` for tokenised texts, in their original order."
     model.eval()
     out = np.zeros((len(ids), model.config.num_labels), np.float32)
     order = np.argsort([len(x) for x in ids], kind='stable')
-    for i in range(0, len(ids), batch_size):
+    for i in tqdm(range(0, len(ids), batch_size), desc='predicting', disable=not progress, leave=False):
         b = order[i:i + batch_size]
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
             logits = model(**_collate([ids[j] for j in b], pad_id)).logits
@@ -530,6 +536,8 @@ def finetune(train_texts:list[str], # training texts
              weights=None, # optional per-example loss weights for the training pool
              transition=None, # [K, K] T[true, noisy]: train with the forward-corrected loss (see `forward_loss`); None = plain
              progress:bool=True, # show a progress bar over steps
+             save_dir:str|Path|None=None, # save the best checkpoint here, with `labelnb.json` and a model card (see `save_student`); None = keep nothing
+             card:dict|None=None, # what the model card says about the run (see `model_card`): data, label_source, remedy, seeds ...
             ) -> TrainResult:
     "Fine-tune an encoder classifier on `train_labels`; return test probabilities, predictions and the validation curve."
     d = check_inputs(config or TrainConfig(), train_texts, train_labels, test_texts, label_names, val_texts, val_labels,
@@ -549,4 +557,109 @@ def finetune(train_texts:list[str], # training texts
     res.collapse_reason = collapse_reason(res.curve, f.best_step, total, res.test_pred, d.targets.argmax(1), K)
     res.collapsed = bool(res.collapse_reason)
     if res.collapsed: warnings.warn(f"the student looks collapsed: {res.collapse_reason}")
+    if save_dir is not None: save_student(s, save_dir, label_names, cfg, res, card)
     return res
+
+# %% ../nbs/02_train.ipynb #sv000002
+def git_commit() -> str|None:
+    "Commit of the git checkout labelnb runs from ('+dirty' with uncommitted changes), or None outside a checkout."
+    root = Path(labelnb.__file__).resolve().parents[1]
+    def git(*a): return subprocess.run(['git', *a], cwd=root, capture_output=True, text=True, timeout=10)
+    try:
+        top = git('rev-parse', '--show-toplevel')
+        if top.returncode or Path(top.stdout.strip()).resolve() != root: return None  # an installed copy, not a checkout
+        dirty = git('status', '--porcelain', '--untracked-files=no').stdout.strip()
+        return (git('rev-parse', 'HEAD').stdout.strip() + ('+dirty' if dirty else '')) or None
+    except (OSError, subprocess.SubprocessError): return None
+
+
+# %% ../nbs/02_train.ipynb #sv000004
+def _metric_line(runs:list[dict], key:str) -> str:
+    "`mean ± SD (n seeds)` of one metric over seeds, or the single value."
+    v = np.array([r[key] for r in runs if r.get(key) is not None], float)
+    if len(v) == 0: return 'n/a'
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f} (SD over {len(v)} seeds)" if len(v) > 1 else f"{v[0]:.3f}"
+
+def model_card(info:dict, # the `labelnb.json` record of a saved student
+              ) -> str:
+    "A Markdown model card, with Hugging Face front matter, for a saved student."
+    c, card, names = info['config'], info.get('card') or {}, info['label_names']
+    base = c['model'] or 'sentence-transformers/all-MiniLM-L6-v2'
+    hub_base = c['model'] is None or not Path(c['model']).exists()
+    r = info.get('result') or {}
+    best_f1 = 'n/a' if r.get('best_val_macro_f1') is None else f"{r['best_val_macro_f1']:.3f}"
+    runs = card.get('seed_metrics') or ([dict(seed=c['seed'], **info['test_metrics'])] if info.get('test_metrics') else [])
+    about = lambda k, default='not recorded': card.get(k, default)
+    lines = ['---', 'library_name: transformers', 'pipeline_tag: text-classification', 'tags: [labelnb, text-classification]',
+             *([f'base_model: {base}'] if hub_base else []), '---', '',
+             f"# {card.get('title', 'A labelnb student')}", '',
+             f"A {len(names)}-class text classifier: {base} fine-tuned by labelnb {info['labelnb']} on "
+             f"**{about('data')}**, with labels from **{about('label_source')}** (remedy: {about('remedy', 'none')}).", '',
+             '| class id | label |', '|---|---|', *[f'| {i} | {n} |' for i, n in enumerate(names)], '',
+             '## Training', '',
+             f"- data: {about('data')}; {r.get('n_train', '?')} training texts, {r.get('n_dropped', 0)} abstentions dropped",
+             f"- label source: {about('label_source')}; remedy: {about('remedy', 'none')}",
+             f"- validation: {r.get('n_val', '?')} texts labelled by {r.get('val_source', '?')}; best checkpoint at step "
+             f"{r.get('best_step', '?')}, validation macro-F1 {best_f1}",
+             f"- seeds: {', '.join(str(x['seed']) for x in runs) if runs else c['seed']} (this model: seed {c['seed']})",
+             *([f"- **collapsed**: {r['collapse_reason']}"] if r.get('collapsed') else []), '',
+             '| setting | value |', '|---|---|', *[f'| {k} | {v} |' for k, v in c.items()], '',
+             '## Test metrics', '']
+    if runs:
+        n = runs[0].get('n')
+        lines += [f"On {n} held-out gold-labelled texts{' (' + about('test') + ')' if 'test' in card else ''}:", '',
+                  f"- accuracy: {_metric_line(runs, 'accuracy')}", f"- macro-F1: {_metric_line(runs, 'macro_f1')}", '']
+        if len(runs) > 1:
+            lines += ['| seed | accuracy | macro-F1 |', '|---|---|---|',
+                      *[f"| {x['seed']} | {x['accuracy']:.3f} | {x['macro_f1']:.3f} |" for x in runs], '']
+    else: lines += ['No test labels were given, so there are no test metrics.', '']
+    lines += ['## Use', '', 'With labelnb (truncates long texts exactly as in training, batched, with a progress bar):', '',
+              '```python', 'from labelnb.student import predict', "predict('path/to/this/folder', ['a text to classify'])", '```', '',
+              'With transformers alone (float32; the same predictions up to bf16 rounding'
+              + (f", with head-only truncation instead of the {c['head_tokens']} first + last tokens" if c['head_tokens'] else '') + '):', '',
+              '```python', 'from transformers import pipeline',
+              f"clf = pipeline('text-classification', model='path/to/this/folder', truncation=True, max_length={c['max_length']})", '```', '',
+              '## Provenance', '',
+              f"labelnb {info['labelnb']}, commit {info.get('git_commit') or 'unknown'}; torch {info['torch']}, "
+              f"transformers {info['transformers']}; saved {info['saved_at']}.", '']
+    return '\n'.join(lines)
+
+# %% ../nbs/02_train.ipynb #sv000005
+def _plain(v):
+    "JSON-ready: NaN becomes None, numpy scalars become Python numbers."
+    if isinstance(v, dict): return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
+    if isinstance(v, np.generic): v = v.item()
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+def write_student_files(folder:Path, info:dict):
+    "Write `labelnb.json` and the model card `README.md` for `info` into `folder`."
+    (folder/'labelnb.json').write_text(json.dumps(_plain(info), indent=1))
+    (folder/'README.md').write_text(model_card(info))
+
+def save_student(s:Student, # the trained student, its best checkpoint loaded
+                 save_dir:str|Path, # folder to write; an earlier saved student there is replaced
+                 label_names:list[str], # class names, index = class id
+                 cfg:TrainConfig, # the resolved settings it was trained with
+                 res:TrainResult|None=None, # the run's result: test metrics and the run's scalars for the record
+                 card:dict|None=None, # what the card says about the run (see `model_card`)
+                ) -> Path:
+    "Save the student as a float32 transformers model with its tokenizer, `labelnb.json` and a model card; return the folder."
+    out = Path(save_dir)
+    if out.exists() and any(out.iterdir()) and not (out/'labelnb.json').exists():
+        raise FileExistsError(f"save_dir {out} exists and holds other files; give a new or empty folder (or one with a saved student)")
+    tmp = out.with_name(f'.{out.name}.tmp'); shutil.rmtree(tmp, ignore_errors=True)
+    m = copy.deepcopy(s.model).float()  # the weights that predicted the test set, widened losslessly
+    m.set_attn_implementation('sdpa')
+    with _quiet_transformers(): m.save_pretrained(tmp); s.tok.save_pretrained(tmp)
+    metrics = (dict(accuracy=res.test_accuracy, macro_f1=res.test_macro_f1, n=len(res.test_pred))
+               if res is not None and res.test_accuracy is not None else None)
+    info = dict(label_names=list(label_names), max_length=cfg.max_length, head_tokens=cfg.head_tokens, eval_batch_size=cfg.eval_batch_size,
+                training_form=dict(bf16_weights=s.master is not None, attention=s.model.config._attn_implementation, autocast=s.autocast),
+                config=asdict(cfg), test_metrics=metrics, result=res.summary() if res is not None else None, card=dict(card or {}),
+                labelnb=labelnb.__version__, git_commit=git_commit(), torch=torch.__version__, transformers=transformers.__version__,
+                saved_at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
+    write_student_files(tmp, info)
+    if out.exists(): shutil.rmtree(out)
+    os.replace(tmp, out)  # the folder appears complete or not at all
+    return out
