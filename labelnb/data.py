@@ -13,8 +13,9 @@ import numpy as np, pandas as pd
 from .labels import as_ids
 
 # %% auto #0
-__all__ = ['REGISTRY', 'TRAIN_CAP', 'TEST_CAP', 'data_root', 'read_table', 'DatasetSpec', 'get_spec', 'register', 'offline',
-           'load_split', 'stratified_order', 'load', 'labels_of', 'agreement']
+__all__ = ['REGISTRY', 'TRAIN_CAP', 'TEST_CAP', 'data_root', 'read_table', 'DatasetSpec', 'get_spec', 'register', 'user_spec',
+           'offline', 'load_split', 'stratified_order', 'load', 'labels_of', 'agreement', 'spec_from_dict',
+           'spec_to_dict', 'read_specs', 'register_specs']
 
 # %% ../nbs/00_data.ipynb #a2c5ca17
 def data_root(root:str|Path|None=None, # folder to use; overrides `LABELNB_DATA`
@@ -199,6 +200,16 @@ def register(spec:DatasetSpec):
     REGISTRY[spec.name] = lambda _=None: spec
     return spec
 
+# %% ../nbs/00_data.ipynb #f0da7a02
+_BUILTIN = dict(REGISTRY)   # the built-in entries, before anyone registers a spec
+
+def user_spec(name:str, # dataset name, optionally `name:param`
+             ) -> DatasetSpec|None:
+    "The spec `register` added under `name`, or None for a built-in dataset (or an unknown one)."
+    base = str(name).partition(':')[0]
+    f = REGISTRY.get(base)
+    return None if f is None or f is _BUILTIN.get(base) else f(None)
+
 # %% ../nbs/00_data.ipynb #958a159c
 def _col(spec, split): return spec.text_col[split] if isinstance(spec.text_col, dict) else spec.text_col
 
@@ -382,3 +393,109 @@ def agreement(df:pd.DataFrame, # a frame from `load`
     y, s = df.label.to_numpy(), labels_of(df, source)
     return dict(source=source, n=len(y), accuracy=float((s == y).mean()), abstained=int((s == -1).sum()),
                 accuracy_answered=float((s == y)[s >= 0].mean()) if (s >= 0).any() else float('nan'))
+
+# %% ../nbs/00_data.ipynb #f0da7a06
+def _type_ok(v, hint) -> bool:
+    "Whether `v` fits the annotation `hint` (`float` takes an int)."
+    import types, typing
+    if typing.get_origin(hint) in (typing.Union, types.UnionType): return any(_type_ok(v, a) for a in typing.get_args(hint))
+    if hint is type(None): return v is None
+    if hint is float: return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, typing.get_origin(hint) or hint)
+
+def _declared_file(f, base, field, where, online):
+    "A declared file: a relative path is read from `base` (the YAML file's folder) when it is there, else from `data_root()`."
+    if f is None or (isinstance(f, str) and re.match(r'(hf:|https?://)', f)): return f
+    if not isinstance(f, str) or not f.strip(): raise ValueError(f"{where}: {field}: expected a file path, got {f!r}")
+    p, root = Path(f).expanduser(), data_root()
+    if base is not None and not p.is_absolute() and (Path(base)/p).exists(): return str((Path(base)/p).resolve())
+    if p.exists() if p.is_absolute() else (root is not None and (root/p).exists()) or f in online: return f
+    looked = [str(p)] if p.is_absolute() else [str(d/p) for d in (base, root) if d is not None]
+    raise FileNotFoundError(f"{where}: {field}: no file {f!r} (looked for {' and '.join(looked) or 'it in no folder: set LABELNB_DATA'})")
+
+def _declared_llm(llm, base, where, online) -> dict:
+    "`llm` as `DatasetSpec` takes it: source -> {split: (file or None, column[, read kwargs])}."
+    out = {}
+    for src, per in llm.items():
+        per = {'train': per, 'test': per} if isinstance(per, str) else per   # a column of each split's own file
+        if not isinstance(per, dict) or not per:
+            raise ValueError(f"{where}: llm.{src}: expected a column name, or a mapping of split to column or [file, column], got {per!r}")
+        out[str(src)] = {}
+        for split, x in per.items():
+            if split not in ('train', 'test'): raise ValueError(f"{where}: llm.{src}: split {split!r} must be 'train' or 'test'")
+            x = (None, x) if isinstance(x, str) else x
+            if not isinstance(x, (list, tuple)) or len(x) not in (2, 3) or not isinstance(x[1], str) or len(x) == 3 and not isinstance(x[2], dict):
+                raise ValueError(f"{where}: llm.{src}.{split}: expected a column name or [file or null, column(, read options)], got {x!r}")
+            out[str(src)][split] = (_declared_file(x[0], base, f'llm.{src}.{split}', where, online), *x[1:])
+    return out
+
+def spec_from_dict(d:dict, # `DatasetSpec` fields; `name` may come from `name` instead
+                   name:str|None=None, # the dataset's name (default: `d['name']`)
+                   base:str|Path|None=None, # folder relative file paths are read from first (the declaring file's folder)
+                   where:str|None=None, # how errors name it (default: "dataset '<name>'")
+                  ) -> DatasetSpec:
+    "A checked `DatasetSpec` from a mapping of its fields (a YAML `datasets:` entry); each mistake is an error naming the field."
+    import typing
+    from dataclasses import fields, MISSING
+    name = name if name is not None else (d or {}).get('name') if isinstance(d, dict) else None
+    where = where or f"dataset {name!r}"
+    if not isinstance(d, dict): raise ValueError(f"{where}: expected a mapping of DatasetSpec fields (task, labels, train, ...), got {d!r}")
+    if not isinstance(name, str) or not name.strip(): raise ValueError(f"{where}: a dataset needs a name, got {name!r}")
+    if ':' in name: raise ValueError(f"{where}: ':' is reserved for a built-in dataset's parameter (e.g. manifestos:morality); rename it")
+    hints, known = typing.get_type_hints(DatasetSpec), [f.name for f in fields(DatasetSpec)]
+    unknown = [k for k in d if k not in known]
+    if unknown: raise ValueError(f"{where}: unknown field(s) {unknown}; valid: {[k for k in known if k != 'name']}")
+    needed = [f.name for f in fields(DatasetSpec) if f.default is MISSING and f.default_factory is MISSING and f.name != 'name']
+    missing = [k for k in needed if d.get(k) is None]
+    if missing: raise ValueError(f"{where}: missing field(s) {missing}; a dataset needs {needed}")
+    kw = {k: v for k, v in d.items() if k != 'name'}
+    bad = {k: v for k, v in kw.items() if not _type_ok(v, hints[k])}
+    if bad: k = next(iter(bad)); raise ValueError(f"{where}: {k}: expected {hints[k]}, got {type(bad[k]).__name__} {bad[k]!r}")
+    for k in ('labels', 'descriptions', 'label_values'):
+        odd = [v for v in kw.get(k) or [] if isinstance(v, bool) or v is None or k != 'label_values' and not isinstance(v, str)]
+        if odd: raise ValueError(f"{where}: {k}: {odd} are not text (YAML reads yes/no/true/false/null as such): quote them, e.g. ['yes', 'no']")
+    if len(set(map(str, kw['labels']))) < len(kw['labels']): raise ValueError(f"{where}: labels: a class name appears twice: {kw['labels']}")
+    if isinstance(kw.get('text_col'), dict) and (set(kw['text_col']) - {'train', 'test'} or not all(isinstance(v, str) for v in kw['text_col'].values())):
+        raise ValueError(f"{where}: text_col: expected a column name or {{'train': column, 'test': column}}, got {kw['text_col']!r}")
+    online = kw.get('online') or {}
+    for k in ('train', 'test'): kw[k] = _declared_file(kw.get(k), base, k, where, online)
+    if kw.get('llm'): kw['llm'] = _declared_llm(kw['llm'], base, where, online)
+    try: return DatasetSpec(name=name, **kw)
+    except ValueError as e: raise ValueError(f"{where}: {e}") from None
+
+def spec_to_dict(spec:DatasetSpec) -> dict:
+    "`spec` as plain JSON types (what `spec_from_dict` reads back): a papermill parameter, a YAML entry."
+    from dataclasses import asdict
+    return json.loads(json.dumps(asdict(spec), default=str))
+
+# %% ../nbs/00_data.ipynb #f0da7a08
+def read_specs(src, # a YAML/JSON file (its `datasets:` block, or the whole file), a mapping name -> fields, or a list of specs or dicts with `name`
+               base:str|Path|None=None, # folder relative file paths are read from first (default: the file's own folder)
+               where:str='datasets', # how errors name the source
+              ) -> list[DatasetSpec]:
+    "The `DatasetSpec`s declared in `src`, checked (see `spec_from_dict`)."
+    if src is None: return []
+    if isinstance(src, DatasetSpec): return [src]
+    if isinstance(src, (str, Path)):
+        import yaml
+        p = Path(src).expanduser()
+        if not p.is_file(): raise FileNotFoundError(f"{where}: no file {p}")
+        try: d = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e: raise ValueError(f"{p}: not a valid YAML/JSON file: {e}") from None
+        if d is None: raise ValueError(f"{p}: the datasets file is empty")
+        if isinstance(d, dict) and 'datasets' in d: d = d['datasets']
+        return read_specs(d, p.parent.resolve() if base is None else base, str(p))
+    if isinstance(src, dict):
+        specs = [spec_from_dict(v, str(k), base, f"{where}: dataset {k!r}") for k, v in src.items()]
+    elif isinstance(src, list):
+        specs = [s if isinstance(s, DatasetSpec) else spec_from_dict(s, None, base, f"{where}: entry {i}") for i, s in enumerate(src)]
+    else: raise ValueError(f"{where}: expected a mapping of dataset name -> DatasetSpec fields, got {type(src).__name__} {src!r}")
+    names = [s.name for s in specs]; twice = sorted({n for n in names if names.count(n) > 1})
+    if twice: raise ValueError(f"{where}: dataset(s) {twice} declared twice")
+    return specs
+
+def register_specs(src, # what `read_specs` reads
+                   base:str|Path|None=None, # folder relative file paths are read from first
+                  ) -> list[DatasetSpec]:
+    "Register every dataset declared in `src`; return their specs."
+    return [register(s) for s in read_specs(src, base)]
