@@ -633,9 +633,9 @@ def _plain(v):
     return None if isinstance(v, float) and math.isnan(v) else v
 
 def write_student_files(folder:Path, info:dict):
-    "Write `labelnb.json` and the model card `README.md` for `info` into `folder`."
-    (folder/'labelnb.json').write_text(json.dumps(_plain(info), indent=1))
-    (folder/'README.md').write_text(model_card(info))
+    "Write `labelnb.json` and the model card `README.md` for `info` into `folder`, each atomically."
+    for name, text in (('labelnb.json', json.dumps(_plain(info), indent=1)), ('README.md', model_card(info))):
+        (folder/f'.{name}.tmp').write_text(text); os.replace(folder/f'.{name}.tmp', folder/name)
 
 def save_student(s:Student, # the trained student, its best checkpoint loaded
                  save_dir:str|Path, # folder to write; an earlier saved student there is replaced
