@@ -112,6 +112,7 @@ COMMANDS = [  # (name, function or 'module:function' (imported when the parser i
      ('progress', 'verbose')),
     ('sweep', 'labelnb.sweep:sweep_cmd', 'run a grid of experiments with papermill (locally or on Ray), resuming where it stopped'),
     ('report', 'labelnb.report:report_cmd', "build the paper's tables and figures from a sweep folder"),
+    ('predict', 'labelnb.student:predict_cmd', "classify a file's texts with a saved student: class probabilities and the predicted label per row", ('progress',)),
 ]
 
 def _resolve(fn):

@@ -12,21 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .data import read_table, _need, _check_texts as _check_column
-from .train import (encode, predict_proba, write_student_files, _check_texts, _quiet_transformers, _torch_threads,
-                           _use_fast_layers)
 
 # %% auto #0
-__all__ = ['SavedStudent', 'read_info', 'load_student', 'predict', 'write_table', 'read_texts', 'predict_file', 'update_card']
+__all__ = ['SavedStudent', 'read_info', 'load_student', 'predict', 'write_table', 'read_texts', 'predict_file', 'predict_cmd',
+           'update_card']
 
 # %% ../nbs/02b_student.ipynb #st000008
 @dataclass
 class SavedStudent:
     "A saved student, loaded and ready to predict."
-    model:torch.nn.Module # the sequence classifier, in evaluation mode
+    model:object # the sequence classifier (a torch module), in evaluation mode
     tok:object # its tokenizer
     pad_id:int # the tokenizer's pad token id
     label_names:list[str] # class names, index = class id
@@ -45,6 +42,9 @@ def load_student(folder:str|Path, # a folder written by `finetune(..., save_dir=
                  as_trained:bool=True, # put it back in its training form (bf16 weights, labelnb's attention) to predict exactly as in training
                 ) -> SavedStudent:
     "Load a saved student: model, tokenizer, label names and its settings."
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from labelnb.train import _quiet_transformers, _use_fast_layers
     info, p = read_info(folder), Path(folder)
     with _quiet_transformers():
         tok = AutoTokenizer.from_pretrained(p)
@@ -65,6 +65,7 @@ def predict(student:str|Path|SavedStudent, # a saved student's folder, or one lo
             num_threads:int|None=None, # torch CPU threads; None = as they are
            ) -> pd.DataFrame:
     "Per-class probabilities (`prob:<label>`) and the predicted label (`pred`) of each text."
+    from labelnb.train import encode, predict_proba, _check_texts, _torch_threads
     st = student if isinstance(student, SavedStudent) else load_student(student)
     texts, info = _check_texts('texts', texts), st.info
     with _torch_threads(num_threads):
@@ -122,11 +123,29 @@ def predict_file(model_dir:str|Path, # a saved student's folder
     if out is not None: write_table(res, out)
     return res
 
+# %% ../nbs/02b_student.ipynb #st000031
+def predict_cmd(model_dir:str, # folder of a student saved with finetune(..., save_dir=...)
+                data:str, # .csv/.tsv/.parquet/.jsonl file of texts
+                text:str='text', # the column holding the texts
+                out:str|None=None, # output file (.csv/.parquet/.jsonl): the file's columns, prob:<label> per class, pred; None = DATA's name + .predictions.csv beside it
+                batch_size:int|None=None, # texts per forward pass; None = the evaluation batch size of training
+                num_threads:int|None=None, # torch CPU threads; None = torch's default
+                progress:bool=True, # progress bar over batches
+               ):
+    "Classify the texts of a file with a saved student: class probabilities and the predicted label per row."
+    p = Path(data)
+    out = out or str(p.with_name((Path(p.stem).stem if p.suffix == '.gz' else p.stem) + '.predictions.csv'))
+    res = predict_file(model_dir, data, text, out, batch_size, progress, num_threads)
+    counts = ', '.join(f"{k} {v}" for k, v in res.pred.value_counts().sort_index().items())
+    print(f"{len(res)} texts classified ({counts}); written to {out}")
+    return res
+
 # %% ../nbs/02b_student.ipynb #st000021
 def update_card(folder:str|Path, # a saved student's folder
                 **card, # what the card says: data, label_source, remedy, title, test, seed_metrics=[dict(seed, accuracy, macro_f1, n), ...]
                ) -> dict:
     "Merge `card` into a saved student's `labelnb.json` and write it and its model card `README.md` again."
+    from labelnb.train import write_student_files
     info = read_info(folder)
     for i, r in enumerate(card.get('seed_metrics') or []):
         miss = [k for k in ('seed', 'accuracy', 'macro_f1') if r.get(k) is None]
