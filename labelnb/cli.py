@@ -152,7 +152,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv:list|None=None):
     "Entry point of the `labelnb` command; bad input ends in one line naming it (set LABELNB_TRACEBACK=1 for the traceback)."
     p = parser(); a = p.parse_args(argv)
-    try: return a.func(a)
+    try: a.func(a)   # nothing returned: the console script would exit with it (a table is not an exit status)
     except (FileNotFoundError, ValueError, KeyError) as e:
         if os.environ.get('LABELNB_TRACEBACK'): raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

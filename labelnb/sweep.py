@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 import labelnb
 from .experiment import Experiment, check_experiment, run_id, write_atomic, load_result, _clean
 from .server import SECRET_NAME, secret_values, redact
+from .data import REGISTRY, register, read_specs, spec_to_dict, user_spec
 
 # %% auto #0
 __all__ = ['KERNEL_PREFIX', 'load_grid', 'expand_grid', 'remove_stale_kernel_dirs', 'IPCKernelManager', 'default_notebook',
-           'execute_run', 'sweep_status', 'run_sweep', 'sweep_cmd']
+           'run_datasets', 'execute_run', 'sweep_status', 'run_sweep', 'sweep_cmd']
 
 # %% ../nbs/06_sweep.ipynb #f3621a35
 class _UniqueKeys(yaml.SafeLoader):
@@ -36,8 +37,10 @@ class _UniqueKeys(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep)
 
-def load_grid(grid) -> dict:
-    "A grid as {'base': dict, 'grid': [dict, ...]}, from a YAML/JSON file, a dict or a list of dicts."
+def load_grid(grid, # a YAML/JSON file, a dict or a list of dicts
+              root:str|Path|None=None, # folder the `datasets:` block's relative paths are read from first (default: the grid file's)
+             ) -> dict:
+    "A grid as {'base': dict, 'grid': [dict, ...], 'datasets': [DatasetSpec, ...]}, from a YAML/JSON file, a dict or a list of dicts."
     if isinstance(grid, (str, Path)):
         p = Path(grid)
         if not p.exists(): raise FileNotFoundError(f"grid: no file {p}")
@@ -45,20 +48,24 @@ def load_grid(grid) -> dict:
         if not text.strip(): raise ValueError(f"{p}: the grid file is empty")
         try: grid = yaml.load(text, Loader=_UniqueKeys)
         except yaml.YAMLError as e: raise ValueError(f"{p}: not a valid grid file: {e}") from None
-        try: return load_grid(grid)
+        try: return load_grid(grid, p.parent.resolve() if root is None else root)
         except ValueError as e: raise ValueError(f"{p}: {e}") from None
+        except FileNotFoundError as e: raise FileNotFoundError(f"{p}: {e}") from None
     if isinstance(grid, list): grid = {'grid': grid}
     if not isinstance(grid, dict): raise ValueError(f"grid: expected a mapping or a list of mappings, got {type(grid).__name__} {grid!r}")
     if 'grid' not in grid and 'base' not in grid: grid = {'grid': grid}
-    extra = set(grid) - {'base', 'grid', 'description'}
-    if extra: raise ValueError(f"grid: unknown top-level key(s) {sorted(extra)}; use 'base', 'grid' (and 'description')")
+    extra = set(grid) - {'base', 'grid', 'description', 'datasets'}
+    if extra: raise ValueError(f"grid: unknown top-level key(s) {sorted(extra)}; use 'base', 'grid' (and 'description', 'datasets')")
     base, blocks = grid.get('base') or {}, grid.get('grid') or [{}]
     if not isinstance(base, dict): raise ValueError(f"base: expected a mapping of settings, got {base!r}")
     blocks = [blocks] if isinstance(blocks, dict) else blocks
     if not isinstance(blocks, list): raise ValueError(f"grid: expected a mapping of settings or a list of them, got {blocks!r}")
     bad = [(i, b) for i, b in enumerate(blocks) if not isinstance(b or {}, dict)]
     if bad: raise ValueError(f"grid block {bad[0][0]}: expected a mapping of settings (e.g. 'seed: [0, 1]'), got {bad[0][1]!r}")
-    return dict(base=dict(base), grid=[dict(b or {}) for b in blocks], description=grid.get('description', ''))
+    datasets = grid.get('datasets') or {}
+    if not isinstance(datasets, dict): raise ValueError(f"datasets: expected a mapping of dataset name -> DatasetSpec fields, got {datasets!r}")
+    return dict(base=dict(base), grid=[dict(b or {}) for b in blocks], description=grid.get('description', ''),
+                datasets=read_specs(datasets, root))
 
 def _check_names(d:dict, where:str):
     secret = [k for k in d if SECRET_NAME.search(str(k))]
@@ -70,13 +77,26 @@ def _check_names(d:dict, where:str):
     leaked = [k for k, v in d.items() if any(isinstance(x, str) and any(s in x for s in secrets) for x in (v if isinstance(v, list) else [v]))]
     if leaked: raise ValueError(f"{where}: the value of {leaked} is a secret from the environment or contains one; keys are read from the environment, not passed")
 
+_BUILTIN_NAMES = {n for n in REGISTRY if user_spec(n) is None}
+
+def _declare(specs:list, more, where:str='--datasets'):
+    "Register the grid's datasets and those of `more` (see `read_specs`); one name declared in both is an error."
+    more = read_specs(more, where=where) if more is not None else []
+    builtin = [s.name for s in specs + more if s.name in _BUILTIN_NAMES]
+    if builtin: raise ValueError(f"datasets: {builtin} are built-in dataset names; give yours another name")
+    twice = sorted({s.name for s in specs} & {s.name for s in more})
+    if twice: raise ValueError(f"dataset(s) {twice} declared both in the grid and in {where}")
+    for s in specs + more: register(s)
+
 def expand_grid(grid, # a grid file, dict or list (see `load_grid`), or a list of `Experiment`s
+                datasets=None, # more datasets the runs use: a YAML file, mapping or list (see `labelnb.data.read_specs`)
                 **overrides, # settings that replace `base` and the grid's values in every run
                ) -> list[Experiment]:
-    "Every run of `grid` as a checked `Experiment`, in order, duplicates dropped."
-    if isinstance(grid, list) and grid and all(isinstance(e, Experiment) for e in grid): exps = list(grid)
+    "Every run of `grid` as a checked `Experiment`, in order, duplicates dropped; the datasets it declares are registered."
+    if isinstance(grid, list) and grid and all(isinstance(e, Experiment) for e in grid): exps = list(grid); _declare([], datasets)
     else:
         g = load_grid(grid); where = f"{grid}: " if isinstance(grid, (str, Path)) else ''
+        _declare(g['datasets'], datasets)
         try:
             _check_names(g['base'], 'base'); _check_names(overrides, 'overrides')
             exps = []
@@ -135,6 +155,11 @@ def _tail(tb:str, n:int=30) -> str:
     "Last `n` lines of a traceback, without terminal colours."
     return '\n'.join(re.sub(r'\x1b\[[0-9;]*m', '', tb).splitlines()[-n:])
 
+def run_datasets(exp:Experiment) -> list[dict]:
+    "The spec of `exp`'s dataset as a plain dict when the user declared it (a fresh kernel knows only the built-in ones), else nothing."
+    spec = user_spec(exp.dataset)
+    return [spec_to_dict(spec)] if spec else []
+
 def execute_run(exp:Experiment, # the grid point
                 out:str|Path, # sweep folder
                 notebook:str|Path|None=None, # experiment notebook; None = `default_notebook()`
@@ -142,6 +167,7 @@ def execute_run(exp:Experiment, # the grid point
                 timeout:int|None=None, # seconds allowed per cell; None = no limit
                 cache:str|None=None, # annotation cache passed to the notebook; None = out/annotations.sqlite
                 start_retries:int=3, # attempts to start a kernel
+                datasets:list|None=None, # declared dataset specs the notebook registers; None = `run_datasets(exp)`
                ) -> dict:
     "Execute the experiment notebook for `exp` with papermill; on failure write `<run-id>.failed.json`. Returns a status row."
     out = Path(out).resolve(); rid = run_id(exp)
@@ -149,7 +175,7 @@ def execute_run(exp:Experiment, # the grid point
     if lock is None: return dict(run_id=rid, status='busy', seconds=0.0, error=None)   # another sweep is running it
     try:
         if _done(out, rid): return dict(run_id=rid, status='done', seconds=0.0, error=None)   # finished by another sweep meanwhile
-        return _execute(exp, out, rid, notebook, kernel_name, timeout, cache, start_retries)
+        return _execute(exp, out, rid, notebook, kernel_name, timeout, cache, start_retries, run_datasets(exp) if datasets is None else datasets)
     finally: lock.close()
 
 def _claim(out:Path, rid:str):
@@ -164,13 +190,13 @@ def _done(out:Path, rid:str) -> bool:
     try: load_result(Path(out)/'results'/f"{rid}.json"); return True
     except ValueError: return False
 
-def _execute(exp, out, rid, notebook, kernel_name, timeout, cache, start_retries) -> dict:
+def _execute(exp, out, rid, notebook, kernel_name, timeout, cache, start_retries, datasets) -> dict:
     "One papermill execution of the run's notebook; its status row."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     nb_rel = f"notebooks/{rid}.ipynb"
     (out/'notebooks').mkdir(parents=True, exist_ok=True)
-    params = dict(asdict(exp), out=str(out), cache=cache)
+    params = dict(asdict(exp), out=str(out), cache=cache, **({'datasets': datasets} if datasets else {}))  # the executed notebook records the spec
     t0, err = time.time(), None
     for attempt in range(start_retries):
         (out/nb_rel).unlink(missing_ok=True)  # a notebook left by a killed sweep
@@ -201,11 +227,12 @@ _SHOW = ['dataset', 'source', 'mitigation', 'setting', 'n_train', 'seed']
 
 def sweep_status(grid, # a grid (see `expand_grid`)
                  out:str|Path, # sweep folder
+                 datasets=None, # more datasets the runs use (see `expand_grid`)
                  **overrides, # settings replacing the grid's in every run
                 ) -> pd.DataFrame:
     "One row per run of `grid`: its id, main settings and state ('done', 'damaged', 'failed' or 'todo')."
     res = Path(out)/'results'; rows = []
-    for e in expand_grid(grid, **overrides):
+    for e in expand_grid(grid, datasets, **overrides):
         rid = run_id(e)
         state = ('done' if _done(out, rid) else 'damaged' if (res/f"{rid}.json").exists()
                  else 'failed' if (res/f"{rid}.failed.json").exists() else 'todo')
@@ -213,9 +240,9 @@ def sweep_status(grid, # a grid (see `expand_grid`)
     return pd.DataFrame(rows, columns=['run_id', *_SHOW, 'state'])
 
 # %% ../nbs/06_sweep.ipynb #5c9a2f1e
-def _local_task(params:dict, out:str, notebook:str, kernel_name:str, timeout, cache) -> dict:
-    "One run in a pool worker."
-    return execute_run(Experiment(**params), out, notebook, kernel_name, timeout, cache)
+def _local_task(params:dict, out:str, notebook:str, kernel_name:str, timeout, cache, datasets:list) -> dict:
+    "One run in a pool worker (a fresh process: the driver hands it the run's declared dataset)."
+    return execute_run(Experiment(**params), out, notebook, kernel_name, timeout, cache, datasets=datasets)
 
 def _die_with(parent:int, poll:float=0.5):
     "In a pool worker: once the sweep process `parent` is gone (even by kill -9), stop the kernels, remove their folders, exit."
@@ -242,6 +269,7 @@ def run_sweep(grid, # a grid file, dict or list (see `load_grid`), or a list of 
               num_cpus:float=1, # ray: CPUs reserved per run
               runtime_env:dict|None=None, # ray: runtime environment for the workers (e.g. {'pip': [...]})
               progress:bool=True, # progress bar over runs
+              datasets=None, # more datasets the runs use: a YAML file of specs, a mapping or a list (see `labelnb.data.read_specs`)
               **overrides, # settings replacing the grid's in every run
              ) -> pd.DataFrame:
     "Run every point of `grid` that has no results file yet, with papermill, and return one status row per point."
@@ -249,29 +277,31 @@ def run_sweep(grid, # a grid file, dict or list (see `load_grid`), or a list of 
     if workers < 1: raise ValueError(f"workers: must be >= 1, got {workers}")
     out = Path(out).resolve()
     notebook = Path(notebook).resolve() if notebook else default_notebook()
-    status = sweep_status(grid, out, **overrides)   # a bad grid fails here, before anything is written
-    exps = {run_id(e): e for e in expand_grid(grid, **overrides)}
+    status = sweep_status(grid, out, datasets, **overrides)   # a bad grid fails here, before anything is written
+    exps = {run_id(e): e for e in expand_grid(grid, datasets, **overrides)}
+    specs = {r: run_datasets(e) for r, e in exps.items()}
     (out/'results').mkdir(parents=True, exist_ok=True); remove_stale_kernel_dirs()
     todo = status.run_id[status.state.isin(['todo', 'damaged']) | ((status.state == 'failed') & retry_failed)].tolist()
     result = {r: 'done' for r in status.run_id[status.state == 'done']}
     result.update({r: 'skipped' for r in status.run_id[(status.state == 'failed') & ~retry_failed]})
     info = {}
-    write_atomic(out/'sweep.json', redact(json.dumps(_clean(dict(grid=[asdict(e) for e in exps.values()], executor=executor,
+    declared = {d['name']: d for ds in specs.values() for d in ds}
+    write_atomic(out/'sweep.json', redact(json.dumps(_clean(dict(grid=[asdict(e) for e in exps.values()], datasets=list(declared.values()), executor=executor,
                                                    started=datetime.now(timezone.utc).isoformat(timespec='seconds'))), indent=1)))
     bar = tqdm(total=len(todo), desc=f"sweep ({len(status) - len(todo)} of {len(status)} done)", disable=not progress or not todo)
     def record(row):
         result[row['run_id']] = row['status']; info[row['run_id']] = row; bar.update()
         bar.set_postfix(failed=sum(v == 'failed' for v in result.values()))
     try:
-        if executor == 'ray': _ray_sweep([exps[r] for r in todo], out, notebook, kernel_name, timeout, cache, address, num_cpus, runtime_env, record)
+        if executor == 'ray': _ray_sweep([(exps[r], specs[r]) for r in todo], out, notebook, kernel_name, timeout, cache, address, num_cpus, runtime_env, record)
         elif workers == 1:
-            for r in todo: record(execute_run(exps[r], out, notebook, kernel_name, timeout, cache))
+            for r in todo: record(execute_run(exps[r], out, notebook, kernel_name, timeout, cache, datasets=specs[r]))
         else:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
             from labelnb import sweep as pkg  # spawned workers import the task from the package
             with ProcessPoolExecutor(workers, mp_context=mp.get_context('spawn'), initializer=pkg._die_with, initargs=(os.getpid(),)) as ex:
-                futs = [ex.submit(pkg._local_task, asdict(exps[r]), str(out), str(notebook), kernel_name, timeout, cache) for r in todo]
+                futs = [ex.submit(pkg._local_task, asdict(exps[r]), str(out), str(notebook), kernel_name, timeout, cache, specs[r]) for r in todo]
                 for f in as_completed(futs): record(f.result())
     finally: bar.close()
     status['status'] = status.run_id.map(result).fillna('todo')
@@ -280,19 +310,19 @@ def run_sweep(grid, # a grid file, dict or list (see `load_grid`), or a list of 
     return status.drop(columns='state')
 
 # %% ../nbs/06_sweep.ipynb #2122f122
-def _ray_execute(params:dict, notebook_text:str, kernel_name:str, timeout, cache) -> dict:
+def _ray_execute(params:dict, notebook_text:str, kernel_name:str, timeout, cache, datasets:list=()) -> dict:
     "A Ray task: run one point in a temporary folder, return its status and files (path relative to the sweep folder -> bytes)."
     from labelnb.annotate import cache_root
     tmp = Path(tempfile.mkdtemp(prefix='labelnb-ray-'))
     try:
         nb = tmp/'_run.ipynb'; nb.write_text(notebook_text)
-        row = execute_run(Experiment(**params), tmp, nb, kernel_name, timeout, cache or str(cache_root()/'sweep-annotations.sqlite'))
+        row = execute_run(Experiment(**params), tmp, nb, kernel_name, timeout, cache or str(cache_root()/'sweep-annotations.sqlite'), datasets=list(datasets))
         files = {str(p.relative_to(tmp)): p.read_bytes() for d in ('results', 'notebooks') for p in (tmp/d).glob('*') if p.is_file() and not p.name.startswith('.')}
         return dict(row, files=files, host=socket.gethostname())
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
-def _ray_sweep(exps, out, notebook, kernel_name, timeout, cache, address, num_cpus, runtime_env, record):
-    "Run `exps` as Ray tasks; write each task's files into `out` as it finishes (results JSON last)."
+def _ray_sweep(runs, out, notebook, kernel_name, timeout, cache, address, num_cpus, runtime_env, record):
+    "Run `runs` ((Experiment, declared dataset specs) pairs) as Ray tasks; write each task's files into `out` as it finishes (results JSON last)."
     os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
     import ray
     started = not ray.is_initialized()
@@ -305,7 +335,7 @@ def _ray_sweep(exps, out, notebook, kernel_name, timeout, cache, address, num_cp
         from labelnb import sweep as pkg  # the installed function, which Ray ships by reference (workers import labelnb)
         task = ray.remote(pkg._ray_execute).options(num_cpus=num_cpus, max_retries=1)
         text = Path(notebook).read_text()
-        pending = [task.remote(asdict(e), text, kernel_name, timeout, cache) for e in exps]
+        pending = [task.remote(asdict(e), text, kernel_name, timeout, cache, ds) for e, ds in runs]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
@@ -342,14 +372,15 @@ def sweep_cmd(grid:str, # grid file (YAML or JSON): `base` settings shared by ev
               address:str|None=None, # ray: cluster address (None = $RAY_ADDRESS, else a local Ray instance)
               num_cpus:float=1, # ray: CPUs reserved per run
               status:bool=False, # only print which runs are done, failed or still to run
+              datasets:str|None=None, # YAML file declaring datasets the runs use (name -> DatasetSpec fields, like a grid's `datasets:` block)
              ) -> pd.DataFrame:
     "Run `nbs/experiments/run.ipynb` once per grid point with papermill (`run_sweep`), print the status of every run, fail if any failed."
     over = _parse_set(set)
     if status:
-        st = sweep_status(grid, out, **over)
+        st = sweep_status(grid, out, datasets, **over)
         print(st.to_string(index=False)); print(st.state.value_counts().to_string()); return st
     st = run_sweep(grid, out, executor=executor, workers=workers, notebook=notebook, retry_failed=retry_failed,
-                   timeout=timeout, kernel_name=kernel, cache=cache, address=address, num_cpus=num_cpus, **over)
+                   timeout=timeout, kernel_name=kernel, cache=cache, address=address, num_cpus=num_cpus, datasets=datasets, **over)
     print(st.drop(columns=['error']).to_string(index=False))
     for _, r in st[st.status == 'failed'].iterrows(): print(f"FAILED {r.run_id}: {r.error}")
     print(st.status.value_counts().to_string())
