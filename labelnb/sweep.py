@@ -335,13 +335,14 @@ def _ray_sweep(runs, out, notebook, kernel_name, timeout, cache, address, num_cp
         from labelnb import sweep as pkg  # the installed function, which Ray ships by reference (workers import labelnb)
         task = ray.remote(pkg._ray_execute).options(num_cpus=num_cpus, max_retries=1)
         text = Path(notebook).read_text()
-        pending = [task.remote(asdict(e), text, kernel_name, timeout, cache, ds) for e, ds in runs]
+        ids = {task.remote(asdict(e), text, kernel_name, timeout, cache, ds): run_id(e) for e, ds in runs}
+        pending = list(ids)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
                 try: row = ray.get(ref)
                 except Exception as e:  # the task itself died (node lost, out of memory)
-                    record(dict(run_id='?', status='failed', seconds=None, error=f"ray: {type(e).__name__}: {e}")); continue
+                    record(dict(run_id=ids[ref], status='failed', seconds=None, error=f"ray: {type(e).__name__}: {e}")); continue
                 files = row.pop('files')
                 for rel in sorted(files, key=lambda r: (r.endswith('.json') and not r.endswith('.failed.json'), r)):
                     write_atomic(out/rel, files[rel])
