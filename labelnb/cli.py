@@ -113,6 +113,7 @@ COMMANDS = [  # (name, function or 'module:function' (imported when the parser i
     ('sweep', 'labelnb.sweep:sweep_cmd', 'run a grid of experiments with papermill (locally or on Ray), resuming where it stopped'),
     ('report', 'labelnb.report:report_cmd', "build the paper's tables and figures from a sweep folder"),
     ('predict', 'labelnb.student:predict_cmd', "classify a file's texts with a saved student: class probabilities and the predicted label per row", ('progress',)),
+    ('review', 'labelnb.review:review_cmd', "send a router's most doubtful items to Label Studio, or merge the reviewers' answers back as a gold column"),
     ('audit', 'labelnb.audit:audit_cmd', "audit LLM labels against a few gold ones: a report (notebook + HTML) with a verdict, and the recommended student", ('progress',)),
 ]
 

@@ -8,6 +8,7 @@ Docs: https://labelnb.github.io/labelnb/review.html.md"""
 from __future__ import annotations
 import json, os
 from pathlib import Path
+from typing import Literal
 from xml.etree import ElementTree as ET
 import numpy as np, pandas as pd
 from .labels import as_ids
@@ -16,7 +17,7 @@ from .mitigate import (ROUTERS, RemedyInput, budget_count, route, doubt_diverse_
 
 # %% auto #0
 __all__ = ['review_input', 'doubt', 'pick', 'routed', 'label_config', 'review_tasks', 'write_tasks', 'create_project',
-           'read_export', 'fetch_tasks', 'answers', 'merge_gold']
+           'read_export', 'fetch_tasks', 'answers', 'merge_gold', 'review_cmd']
 
 # %% ../nbs/05b_review.ipynb #rv000007
 def review_input(df:pd.DataFrame, # one row per item: the texts and the LLM's labels (class ids, -1 = abstention)
@@ -263,3 +264,54 @@ def merge_gold(df:pd.DataFrame, # the frame the items came from, one row per row
     out = df.copy()
     out[gold_col] = np.where(new >= 0, new, old)
     return out
+
+# %% ../nbs/05b_review.ipynb #rv000038
+def _write_table(df:pd.DataFrame, path:Path) -> Path:
+    "Write `df` as CSV / parquet / JSONL by `path`'s suffix, atomically."
+    path.parent.mkdir(parents=True, exist_ok=True); tmp = path.with_name(path.name + '.part')
+    name = path.name.lower()
+    if name.endswith('.parquet'): df.to_parquet(tmp, index=False)
+    elif name.endswith('.jsonl'): df.to_json(tmp, orient='records', lines=True, force_ascii=False)
+    else: df.to_csv(tmp, index=False)
+    os.replace(tmp, path); return path
+
+def _api_key() -> str:
+    key = os.environ.get('LABEL_STUDIO_API_KEY')
+    if not key: raise ValueError("LABEL_STUDIO_API_KEY is not set: export your Label Studio access token (Account & Settings) first")
+    return key
+
+def review_cmd(action:Literal['export', 'import'], # export: routed items out to Label Studio; import: its answers back as a gold column
+               data:str, # the table (.csv / .parquet / .jsonl): a text column, a row id and the LLM's labels (class ids)
+               labels:list[str]|None=None, # the label set in class-id order (repeat: --labels non-toxic --labels toxic)
+               source:str='', # export: the LLM label column; its confidence, if any, in `<source>:confidence`
+               router:str='confidence', # export: which router of labelnb.mitigate ranks the items
+               n:float=50, # export: how many items go to review (or a share of the table in (0, 1))
+               text:str='text', # the text column
+               id_col:str='row', # the row id column: how an answer finds its row again
+               tasks:str='review_tasks.json', # export: the tasks file written; import: the Label Studio JSON export read (without --project)
+               url:str='', # Label Studio server: export makes the project there, import reads --project from it
+               project:int=0, # import: the project id on --url
+               title:str='labelnb review', # export: the project's title
+               gold:str='gold', # import: the gold column added or filled (class ids, -1 = no gold label)
+               out:str='', # import: the merged table (default: DATA's name with .reviewed before the suffix)
+              ):
+    "Send a router's most doubtful items to Label Studio, or take the reviewers' answers back as a gold column."
+    from labelnb.data import read_table
+    if not labels: raise ValueError("--labels: give the label set in class-id order, e.g. --labels non-toxic --labels toxic")
+    df = read_table(data)
+    if action == 'export':
+        if not source: raise ValueError("--source: name the LLM label column whose doubtful items go to review")
+        items = routed(df, router, n, source, len(labels), text)
+        t = review_tasks(items, labels, source, text, id_col)
+        print(f"{len(t)} items routed by {router!r}; tasks written to {write_tasks(t, tasks)}")
+        if url:
+            p = create_project(url, _api_key(), labels, t, title)
+            print(f"Label Studio project {p} at {url}: {len(t)} tasks"); return p
+        return t
+    got = fetch_tasks(url, _api_key(), project) if project else read_export(tasks)
+    merged = merge_gold(df, got, labels, id_col, gold)
+    dest = Path(out) if out else Path(data).with_name(Path(data).name.replace('.', '.reviewed.', 1) if '.' in Path(data).name else Path(data).name + '.reviewed')
+    had = (df[gold] >= 0).sum() if gold in df else 0
+    print(f"{int((merged[gold] >= 0).sum() - had)} gold labels merged from {'project ' + str(project) if project else tasks}; "
+          f"{len(merged)} rows written to {_write_table(merged, dest)}")
+    return merged

@@ -149,3 +149,32 @@ def test_unreachable_server():
     url = f'http://127.0.0.1:{_free_port()}'
     with pytest.raises(ConnectionError, match=rf"Label Studio at {url}: creating the project failed, the server is not reachable"):
         create_project(url, 'token', SPEC.labels, [], 'nobody home')
+
+
+def test_cli_review_round_trip(jig, tmp_path, capsys):
+    "`labelnb review export` writes the router's tasks; `labelnb review import` merges an export into a new table; bad answers are one line."
+    import pandas as pd
+    from labelnb.cli import main
+    data, labels = tmp_path/'jig.csv', ['--labels', SPEC.labels[0], '--labels', SPEC.labels[1]]
+    jig.to_csv(data, index=False)
+    main(['review', 'export', str(data), *labels, '--source', SOURCE, '--n', '25', '--tasks', str(tmp_path/'tasks.json')])
+    tasks = json.loads((tmp_path/'tasks.json').read_text())
+    assert [t['data']['row'] for t in tasks] == routed(jig, 'confidence', 25, SOURCE, SPEC.num_labels).row.tolist()
+    truth = dict(zip(jig.row, jig.label))
+    for i, t in enumerate(tasks):   # answered as Label Studio's JSON export writes answers
+        t.update(id=i + 1, annotations=[dict(completed_by=1, was_cancelled=False, result=_choice(SPEC.labels[truth[t['data']['row']]]))])
+    write_tasks(tasks, tmp_path/'export.json')
+    main(['review', 'import', str(data), *labels, '--tasks', str(tmp_path/'export.json'), '--out', str(tmp_path/'merged.parquet')])
+    assert '25 gold labels merged' in capsys.readouterr().out
+    m = pd.read_parquet(tmp_path/'merged.parquet')
+    assert m.drop(columns='gold').equals(pd.read_csv(data))
+    rows = {t['data']['row'] for t in tasks}
+    assert all((g == truth[r]) if r in rows else g == -1 for r, g in zip(m.row, m.gold))
+
+    tasks[3]['annotations'][0]['result'] = _choice('spam')
+    write_tasks(tasks, tmp_path/'export.json')
+    with pytest.raises(SystemExit):
+        main(['review', 'import', str(data), *labels, '--tasks', str(tmp_path/'export.json')])
+    err = capsys.readouterr().err.strip()
+    assert err == f"labelnb review: error: row {tasks[3]['data']['row']} (task 4): label 'spam' is not one of {SPEC.labels}"
+    assert not (tmp_path/'jig.reviewed.csv').exists()   # nothing half-written
