@@ -93,3 +93,18 @@ def test_a_one_class_baseline_is_marked(tmp_path):
     f = next((tmp_path/'results').glob('*.parquet')); p = pd.read_parquet(f); p['baseline_pred'] = 0; p.to_parquet(f, index=False)
     b = table(collect(tmp_path)).query("student == 'tfidf+lr'").iloc[0]
     assert (b.n_collapsed, b.marks) == (1.0, 'the baseline predicts (almost) one class')
+
+
+def test_gold_gaps_pair_each_llm_row_with_the_gold_row_of_its_size():
+    "Gold minus each unmitigated LLM row at the same training size (SDs: LLM minus gold); remedies and baseline rows are not LLM rows."
+    from labelnb.report import gold_gaps
+    def row(src, n, acc, sd, mit='none', student='encoder'):
+        e = Experiment(source=src, mitigation=mit, n_train=n)
+        return dict(e.__dict__, label=src if mit == 'none' else f'{src} + {mit}', acc=acc, sd_f1=sd, student=student)
+    tab = pd.DataFrame([row('gold', 100, 70., 1.), row('llm:llama2-70b', 100, 60., 3.), row('gold', 400, 80., .5),
+                        row('llm:llama2-70b', 400, 78., .4), row('llm:llama2-70b', 400, 79., .4, mit='forward'),
+                        row('llm:llama2-70b', 400, 50., 0., student='tfidf+lr')])
+    g = gold_gaps(tab)
+    assert g[['n_train', 'acc', 'sd_f1']].values.tolist() == [[100, 10., 2.], [400, 2., pytest.approx(-.1)]]
+    assert g.label.tolist() == ['llm:llama2-70b'] * 2
+    assert np.isnan(gold_gaps(tab[tab.source != 'gold']).acc).all()   # no gold row at that size: no gap, not a wrong one
