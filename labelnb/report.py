@@ -21,7 +21,7 @@ from .analysis import stability, plateaus, plot_learning_curves
 __all__ = ['RUN_COLS', 'BASELINE_KEYS', 'GROUP_KEYS', 'PAPER_COLS', 'BASELINE', 'STUDENT_KEYS', 'PAPER', 'PAPER_DATASETS',
            'TRAIN_KEYS', 'ANNOTATOR_KEYS', 'results_dir', 'label_name', 'collapse_of', 'refit_baseline', 'collect',
            'failures', 'table', 'paper_label', 'side_by_side', 'mitigation_table', 'gold_gaps', 'budget_curve',
-           'budget_table', 'plot_budget_curve', 'plot_by_source', 'plateau_table', 'plot_size_curves',
+           'budget_table', 'plot_budget_curve', 'plot_by_source', 'plateau_table', 'plot_size_curves', 'claim_verdicts',
            'training_curves', 'plot_training_curves', 'plot_mitigation_deltas', 'build_report', 'report_cmd']
 
 # %% ../nbs/07_report.ipynb #4823d287
@@ -426,6 +426,50 @@ def plot_size_curves(runs:pd.DataFrame, # `collect` output
         ax.set_title(d)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/07_report.ipynb #cv000002
+def _verdict(effect, noise, tol):
+    "'holds' / 'reversed' / 'no effect' for an `effect` signed in the claim's direction, beyond `tol` and its `noise` (2 standard errors)."
+    if effect is None or not np.isfinite(effect) and not np.isinf(effect): return 'not run'
+    bar = max(tol, noise if np.isfinite(noise) else 0)
+    return 'holds' if effect > bar else 'reversed' if effect < -bar else 'no effect'
+
+def _plateau_gap(pl, d, gold, llm):
+    "Gold's plateau size minus the LLM's (a curve that never flattens plateaus at infinity); NaN where a curve was not swept."
+    if (d, gold) not in pl.index or (d, llm) not in pl.index: return np.nan, np.nan, np.nan
+    a, b = (pl[(d, x)] for x in (gold, llm))
+    if np.isnan(a) and np.isnan(b): return a, b, 0.0
+    return a, b, np.nan_to_num(a, nan=np.inf) - np.nan_to_num(b, nan=np.inf)
+
+def claim_verdicts(tab:pd.DataFrame, # `table` output (x100): gold rows, unmitigated LLM rows, random controls (`random_rate`/`random_confusion`)
+                   plateau:pd.DataFrame|None=None, # `plateau_table` output, for the plateau claim; None = that claim is 'not run'
+                   tol:float=1.0, # effects under this many points count as none (seed SD and alpha: half of it)
+                  ) -> pd.DataFrame:
+    "Each of the paper's claims per dataset, size and LLM source: the reference and LLM numbers, the effect, and 'holds' / 'no effect' / 'reversed' / 'not run'."
+    enc, rows = _encoder_rows(tab), []
+    pl = plateau.set_index(['dataset', 'label']).plateau_n if plateau is not None and len(plateau) else pd.Series(dtype=float)
+    se = lambda r, m: r[f'sd_{m}'] / np.sqrt(r.n_runs)
+    two_se = lambda a, b, m: 2 * np.hypot(se(a, m), se(b, m))
+    for (d, n), g in enc.groupby(['dataset', 'n_train'], sort=False):
+        gold = g[g.source.eq('gold') & g.mitigation.eq('none')]
+        if gold.empty: continue
+        gold = gold.iloc[0]
+        for _, r in g[g.source.ne('gold') & g.mitigation.eq('none')].iterrows():
+            ctl = g[g.source.eq(r.source) & g.mitigation.isin(['random_rate', 'random_confusion'])]
+            c = ctl.iloc[0] if len(ctl) else None
+            pa, pb, peff = _plateau_gap(pl, d, gold.label, r.label)
+            facts = [  # claim, the reference's value (gold, or the random control), the LLM row's, the effect in the claim's direction, noise, tolerance
+                ('lower accuracy', gold.acc, r.acc, gold.acc - r.acc, two_se(gold, r, 'acc'), tol),
+                ('lower macro-F1', gold.f1, r.f1, gold.f1 - r.f1, two_se(gold, r, 'f1'), tol),
+                ('larger seed SD of macro-F1', gold.sd_f1, r.sd_f1, r.sd_f1 - gold.sd_f1, np.nan, tol / 2),
+                ("lower Krippendorff's alpha", gold.alpha, r.alpha, gold.alpha - r.alpha, np.nan, tol / 2),
+                ('fewer unchanged predictions (PUC)', gold.puc, r.puc, gold.puc - r.puc, np.nan, tol),
+                ('earlier plateau (size)', pa, pb, peff, np.nan, 0),
+                ('macro-F1 below the same errors at random', *((c.f1, r.f1, c.f1 - r.f1, two_se(c, r, 'f1')) if c is not None else (np.nan,) * 4), tol)]
+            marks = '; '.join(dict.fromkeys(m for m in (gold.marks, r.marks, '' if c is None else c.marks) if m))
+            rows += [dict(dataset=d, n_train=n, llm=r.label, claim=cl, reference=a, llm_value=b, effect=e, verdict=_verdict(e, z, t), marks=marks)
+                     for cl, a, b, e, z, t in facts]
+    return pd.DataFrame(rows, columns=['dataset', 'n_train', 'llm', 'claim', 'reference', 'llm_value', 'effect', 'verdict', 'marks'])
 
 # %% ../nbs/07_report.ipynb #c7456589
 def training_curves(runs:pd.DataFrame) -> pd.DataFrame:
