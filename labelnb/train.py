@@ -581,7 +581,7 @@ def model_card(info:dict, # the `labelnb.json` record of a saved student
              f"- label source: {about('label_source')}; remedy: {about('remedy', 'none')}",
              f"- validation: {r.get('n_val', '?')} texts labelled by {r.get('val_source', '?')}; best checkpoint at step "
              f"{r.get('best_step', '?')}, validation macro-F1 {best_f1}",
-             f"- seeds: {', '.join(str(x['seed']) for x in runs) if runs else c['seed']} (this model: seed {c['seed']})",
+             f"- seeds: {', '.join(map(str, card.get('seeds') or [x['seed'] for x in runs] or [c['seed']]))} (this model: seed {c['seed']})",
              *([f"- **collapsed**: {r['collapse_reason']}"] if r.get('collapsed') else []), '',
              '| setting | value |', '|---|---|', *[f'| {k} | {v} |' for k, v in c.items()], '',
              '## Test metrics', '']
