@@ -6,6 +6,7 @@ import httpx, numpy as np, pytest
 from labelnb.data import load, get_spec
 from labelnb.review import routed, review_tasks, create_project, fetch_tasks, read_export, merge_gold, write_tasks
 
+pytestmark = pytest.mark.filterwarnings('ignore::DeprecationWarning:label_studio_sdk')  # its pydantic v1 validators
 SOURCE = 'llm:qwen2.5-7b'
 SPEC = get_spec('toxic_jigsaw')
 START_TIMEOUT = 900  # s: the first start migrates a new SQLite database (about 2 minutes on 2 busy cores)
