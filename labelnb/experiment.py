@@ -16,20 +16,21 @@ import numpy as np, pandas as pd
 
 import labelnb
 from .data import get_spec, load, load_split, stratified_order, labels_of
+from .recipe import TrainConfig   # the student's recipe, torch-free: a run's training settings default to it
 from .metrics import classification_metrics
 from .labels import hard_labels
 from .server import SECRET_NAME, secret_values, redact, strip_credentials  # one place for secrets: where a server identity is formed
 from .mitigate import REMEDIES, RemedyInput, check_remedy, apply_remedy, student_oof_probs
 
 # %% auto #0
-__all__ = ['ID_BASELINE', 'Experiment', 'check_experiment', 'run_id', 'sample_with_demos', 'check_disjoint', 'sample',
-           'annotator_labels', 'train_config', 'oof_probs', 'training_labels', 'load_result', 'write_atomic',
+__all__ = ['ID_BASELINE', 'NOT_RESULTS', 'Experiment', 'check_experiment', 'run_id', 'sample_with_demos', 'check_disjoint',
+           'sample', 'annotator_labels', 'train_config', 'oof_probs', 'training_labels', 'load_result', 'write_atomic',
            'save_run', 'git_commit', 'versions', 'balance_weights', 'run_experiment']
 
 # %% ../nbs/05a_experiment.ipynb #63794c92
 @dataclass
 class Experiment:
-    "One grid point: every setting that changes a run's result. The defaults make a tiny run."
+    "One grid point: every setting that changes a run's result. The recipe defaults to `TrainConfig`'s; the sizes to a tiny run."
     dataset:str='imdb' # registered dataset (`labelnb.data`), e.g. imdb, toxic, sst2, toxic_jigsaw, manifestos:morality
     source:str='gold' # label source: 'gold', 'llm:<name>' (a real LLM's labels) or 'annotator' (labelnb's in-process LLM)
     mitigation:str='none' # what to do to the labels: a remedy of `labelnb.mitigate.REMEDIES` (see below)
@@ -39,10 +40,10 @@ class Experiment:
     n_train:int=48 # training examples (the paper: up to 5,000)
     n_test:int=48 # gold test examples, a fixed sample (the paper: up to 2,000)
     encoder:str|None=None # student: hub name or local folder; None = bundled all-MiniLM-L6-v2 (the paper: roberta-base)
-    max_length:int=32 # encoder tokens per text
-    epochs:int=1 # fine-tuning epochs (the paper: 3)
-    batch_size:int=16 # training batch size (the paper: 16)
-    lr:float=2e-5 # peak learning rate (the paper: 2e-5)
+    max_length:int=TrainConfig.max_length # encoder tokens per text (default: the recipe's, `TrainConfig`)
+    epochs:int=TrainConfig.epochs # fine-tuning epochs (the recipe's; the paper: 3)
+    batch_size:int=TrainConfig.batch_size # training batch size (the recipe's; the paper: 16)
+    lr:float=TrainConfig.lr # peak learning rate (the recipe's, chosen on validation data; the paper: 2e-5)
     num_threads:int=0 # torch CPU threads per run; 0 = torch's default
     llm:str|None=None # annotator for source='annotator': hub name, folder, .gguf, or 'URL#model' of an OpenAI-compatible server; None = bundled SmolLM2
     n_shots:int=3 # demonstrations per annotator prompt (the paper: 3)
@@ -52,6 +53,7 @@ class Experiment:
     calibrate:bool=True # contextual calibration of the annotator's distributions (the paper: none; the bundled SmolLM2 needs it)
     bf16:bool=False # bfloat16 autocast while fine-tuning (1.5x faster on a CPU with bf16 support, same macro-F1 in bench/)
     balance:bool=False # weight the loss by the inverse frequency of each training label's class (imbalanced tasks; the paper: no)
+    save_student:bool=False # keep the trained student in `out/students/<run-id>/` (`labelnb.train.save_student`); changes no result, so not in the run id
 
     def __post_init__(self):
         for f in fields(self):  # YAML and the command line give 5 for 5.0, '1' for 1: store one canonical type
@@ -110,14 +112,15 @@ def check_experiment(exp:Experiment) -> Experiment:
 # %% ../nbs/05a_experiment.ipynb #343381ae
 ID_BASELINE = dict(dataset='imdb', source='gold', mitigation='none', setting=0.0, seed=0, sample_seed=0, n_train=48, n_test=48,
                    encoder=None, max_length=32, epochs=1, batch_size=16, lr=2e-5, num_threads=0, llm=None, n_shots=3, n_demo_pool=32,
-                   llm_dtype='float32', calibrate=True, bf16=False, balance=False, answer='index')  # frozen: what a run id is measured against
+                   llm_dtype='float32', calibrate=True, bf16=False, balance=False, answer='index', save_student=False)  # frozen: what a run id is measured against
+NOT_RESULTS = ('save_student',)  # what a run keeps, not what it computes: left out of its id and its record's `params`
 
 def run_id(exp:Experiment) -> str:
     "Stable, file-name-safe id of `exp`: dataset, source, mitigation, size and seed, then a hash of every setting."
     mit = '' if exp.mitigation == 'none' else f"-{exp.mitigation}{exp.setting:g}"
     missing = set(Experiment.names()) - set(ID_BASELINE)
     if missing: raise KeyError(f"ID_BASELINE lacks {sorted(missing)}: give every new Experiment field the value old runs had")
-    p = asdict(exp); p['llm'] = p['llm'] and strip_credentials(p['llm'])[0]   # a password changes no result
+    p = {k: v for k, v in asdict(exp).items() if k not in NOT_RESULTS}; p['llm'] = p['llm'] and strip_credentials(p['llm'])[0]   # a password changes no result
     changed = {k: v for k, v in p.items() if v != ID_BASELINE[k]}  # a new setting left at its old value keeps old ids valid
     h = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
     return re.sub(r'[^A-Za-z0-9.=+-]+', '_', f"{exp.dataset}-{exp.source}{mit}-n{exp.n_train}-s{exp.seed}") + f"-{h}"
@@ -326,6 +329,13 @@ def balance_weights(y, # class ids (-1 = dropped) or [n, K] distributions
     w = np.divide((hard >= 0).sum(), K*counts, out=np.zeros(K), where=counts > 0)
     return np.where(hard >= 0, w[np.maximum(hard, 0)], 0.).astype(np.float32)
 
+def _student_card(exp:Experiment, rid:str, label_info:dict) -> dict:
+    "What a kept student's model card says about its run."
+    src = f"labelnb's annotator ({label_info['annotator']})" if exp.source == 'annotator' and 'annotator' in label_info else exp.source
+    return dict(title=f"labelnb student {rid}", data=f"{exp.dataset}, {exp.n_train} training texts (sample seed {exp.sample_seed})",
+                label_source=src, remedy='none' if exp.mitigation == 'none' else f"{exp.mitigation} {exp.setting:g}", seeds=[exp.seed],
+                test=f"the fixed sample of {exp.n_test} gold test texts of {exp.dataset}")
+
 def run_experiment(exp:Experiment|None=None, # settings; None = built from `params`
                    out:str|Path='runs/sweep', # sweep folder: writes results/<run-id>.json and .predictions.parquet
                    cache:str|Path|None=None, # annotation cache; None = out/annotations.sqlite
@@ -348,7 +358,8 @@ def run_experiment(exp:Experiment|None=None, # settings; None = built from `para
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         r = finetune(list(train.text), y, list(test.text), spec.labels, config=cfg, test_labels=test.label.to_numpy(), progress=progress,
-                     transition=T, weights=balance_weights(y, len(spec.labels)) if exp.balance else None)
+                     transition=T, weights=balance_weights(y, len(spec.labels)) if exp.balance else None,
+                     save_dir=Path(out)/'students'/rid if exp.save_student else None, card=_student_card(exp, rid, label_info))
     times.update(finetune_s=time.perf_counter() - t, train_s=r.train_seconds, eval_s=r.eval_seconds)
     m = classification_metrics(test.label.to_numpy(), r.test_pred, spec.labels)
     t = time.perf_counter()   # the bag-of-words student on the same texts and labels: is the encoder learning at all?
@@ -358,7 +369,9 @@ def run_experiment(exp:Experiment|None=None, # settings; None = built from `para
                           **{f'prob_{k}': r.test_probs[:, k] for k in range(len(spec.labels))}, 'baseline_pred': b.test_pred})
     hard = hard_labels(y); label_info['label_shares'] = (np.bincount(hard[hard >= 0], minlength=len(spec.labels)) / max(1, (hard >= 0).sum())).tolist()
     times['total_s'] = time.perf_counter() - t0
-    record = dict(run_id=rid, params=asdict(exp), label_names=spec.labels, train_config=asdict(cfg),   # every training setting, defaults included
+    record = dict(run_id=rid, params={k: v for k, v in asdict(exp).items() if k not in NOT_RESULTS}, label_names=spec.labels,
+                  train_config=asdict(cfg),   # every training setting, defaults included
+                  **({'student': f'students/{rid}'} if exp.save_student else {}),   # the kept student, relative to `out`
                   metrics=dict(accuracy=m['accuracy'], macro_f1=m['macro_f1'], per_class_f1=m['per_class_f1'],
                                confusion=m['confusion'], n_test=m['n']),
                   labels=label_info if T is None else {**label_info, 'transition': T}, train={k: v for k, v in r.summary().items() if k not in ('test_accuracy', 'test_macro_f1')},

@@ -80,3 +80,29 @@ def test_annotator_refuses_an_overlapping_pool(tmp_path):
 def test_pool_size_is_checked():
     with pytest.raises(ValueError, match='n_demo_pool'): sample_with_demos('imdb', 10, -5)
     with pytest.raises(ValueError, match='exceed the'): sample_with_demos('sst2', 67000, 1000)
+
+
+def test_save_student_keeps_the_student_beside_the_results(tmp_path):
+    """save_student: the trained student lands in out/students/<run-id>/, the run id and record params do not change, and the saved
+    student predicts the test rows exactly as the run recorded them."""
+    from labelnb.experiment import run_experiment
+    from labelnb.student import predict
+    tiny = dict(dataset='sst2', n_train=24, n_test=16, epochs=1, max_length=32, num_threads=1)
+    exp = Experiment(**tiny, save_student=True)
+    assert run_id(exp) == run_id(Experiment(**tiny))                        # keeping the student is not another run
+    rec = run_experiment(exp, out=tmp_path)
+    folder = tmp_path/rec['student']
+    assert rec['student'] == f"students/{rec['run_id']}" and 'save_student' not in rec['params']
+    assert {'config.json', 'labelnb.json', 'README.md'} <= {p.name for p in folder.iterdir()}
+    info = json.loads((folder/'labelnb.json').read_text())
+    assert info['label_names'] == rec['label_names'] and info['test_metrics']['accuracy'] == pytest.approx(rec['metrics']['accuracy'])
+    assert info['card']['label_source'] == 'gold' and rec['run_id'] in info['card']['title'] and 'sst2, 24 training texts' in info['card']['data']
+    assert rec['run_id'] in (folder/'README.md').read_text()
+    saved = json.loads((tmp_path/'results'/f"{rec['run_id']}.json").read_text())
+    assert saved['student'] == rec['student']                                # the results file says where the student is
+    preds = pd.read_parquet(tmp_path/'results'/saved['predictions'])
+    test = sample(exp)[2]
+    again = predict(folder, list(test.text), progress=False)
+    np.testing.assert_allclose(again[[f'prob:{n}' for n in rec['label_names']]].to_numpy(), preds[['prob_0', 'prob_1']].to_numpy(), atol=1e-6)
+    plain = run_experiment(Experiment(**tiny), out=tmp_path/'plain')          # and none is kept unless asked
+    assert 'student' not in plain and not (tmp_path/'plain'/'students').exists()
