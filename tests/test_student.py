@@ -13,7 +13,7 @@ PROBS = [f'prob:{n}' for n in NAMES]
 
 @pytest.fixture(scope='module')
 def saved(tmp_path_factory):
-    "A tiny SST-2 student trained on 64 real sentences, saved, with the test predictions its run recorded."
+    "A tiny SST-2 student trained on 64 real sentences (settings pinned, not the defaults), saved, with the test predictions its run recorded."
     from labelnb.data import load
     from labelnb.train import TrainConfig, finetune
     tmp = tmp_path_factory.mktemp('student')
@@ -21,7 +21,8 @@ def saved(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         res = finetune(train.text.tolist(), train.label.to_numpy(), test.text.tolist(), NAMES,
-                       TrainConfig(epochs=1, max_length=32, num_threads=1), test_labels=test.label.to_numpy(), progress=False,
+                       TrainConfig(epochs=1, max_length=32, lr=1e-4, val_frac=0, num_threads=1),  # no validation: the last step is kept,
+                       test_labels=test.label.to_numpy(), progress=False,                          # so it is never the untrained model
                        save_dir=tmp/'student', card=dict(data='SST-2 (64 sentences)', label_source='gold', remedy='none'))
     return tmp, res, test
 
