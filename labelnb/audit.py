@@ -334,7 +334,7 @@ def copied_errors(items:pd.DataFrame, # the items
     summ = summ.groupby('student', sort=False).mean(numeric_only=True).reset_index()
     P = np.stack([r.pred.to_numpy() for r in mine]); C = np.stack([_probs(r)[np.arange(len(ev)), np.maximum(yl, 0)] for r in mine])
     copies = (P == yl).sum(0); wrong = ans & (yl != y)
-    ex = pd.DataFrame(dict(row=ev, text=by_row.text.loc[ev].to_numpy(), gold=[labels[i] for i in y],
+    ex = pd.DataFrame(dict(row=ev, text=[' '.join(t.split()) for t in by_row.text.loc[ev]], gold=[labels[i] for i in y],   # one line each
                            llm=[labels[i] if i >= 0 else '' for i in yl], seeds_copying=copies, confidence=C.mean(0)))
     ex = ex[wrong & (copies > len(P) / 2)].sort_values('confidence', ascending=False, kind='stable')
     return summ, ex.head(n).reset_index(drop=True)
@@ -490,6 +490,7 @@ def audit(data:str|Path, # the items: .csv / .parquet / .jsonl file, or `hf:name
           model:str|None=None, # encoder: hub name or local path; None = the bundled all-MiniLM-L6-v2
           epochs:int=3, # fine-tuning epochs
           lr:float=2e-5, # peak learning rate (the paper's)
+          batch_size:int=16, # training batch size
           max_length:int=128, # tokens kept per text
           num_threads:int|None=None, # torch threads; None = the free cores
           ppi_frac:float=0.2, # share of the items without gold kept out of training, for the PPI intervals
@@ -501,13 +502,13 @@ def audit(data:str|Path, # the items: .csv / .parquet / .jsonl file, or `hf:name
     "Audit LLM labels against a few gold ones: train every option over seeds, write the report and keep the recommended student."
     out = Path(out).expanduser(); t0 = time.time(); fresh = not out.exists()
     try: return _audit(data, text, gold, gold_file, llm_labels, llm, labels, descriptions, task, budget, n_val, min_eval, out, seeds, remedies,
-                       model, epochs, lr, max_length, num_threads, ppi_frac, price_gold, price_llm, seed, progress, t0)
+                       model, epochs, lr, batch_size, max_length, num_threads, ppi_frac, price_gold, price_llm, seed, progress, t0)
     except BaseException:
         if fresh and out.is_dir() and not any(out.iterdir()): out.rmdir()   # a failed first audit leaves no empty folder behind
         raise
 
 def _audit(data, text, gold, gold_file, llm_labels, llm, labels, descriptions, task, budget, n_val, min_eval, out, seeds, remedies,
-           model, epochs, lr, max_length, num_threads, ppi_frac, price_gold, price_llm, seed, progress, t0):
+           model, epochs, lr, batch_size, max_length, num_threads, ppi_frac, price_gold, price_llm, seed, progress, t0):
     from labelnb.train import TrainConfig
     from labelnb.experiment import versions
     d = read_audit_data(data, text, gold, gold_file, llm_labels, labels, descriptions, task)
@@ -526,7 +527,7 @@ def _audit(data, text, gold, gold_file, llm_labels, llm, labels, descriptions, t
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
     try:
         opts = audit_options(items, splits, source, K, remedies)
-        cfg = TrainConfig(model=model, epochs=epochs, lr=lr, max_length=max_length, num_threads=num_threads)
+        cfg = TrainConfig(model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, num_threads=num_threads)
         preds, runs = train_options(opts, items, splits, spec.labels, seeds, cfg, tmp/'models', dict(data=f'{data} (column {text!r})', test=f"{splits.counts()['eval']} held-out gold items of {data}"), progress)
         part = np.full(len(items), 'rest', dtype=object)
         for name in ('pool', 'budget', 'val', 'eval', 'unlabeled'): part[getattr(splits, name)] = name
@@ -571,6 +572,7 @@ def audit_cmd(data:str, # the items: a .csv / .parquet / .jsonl file, or hf:name
               model:str|None=None, # encoder (hub name or local path); default: the bundled all-MiniLM-L6-v2
               epochs:int=3, # fine-tuning epochs
               lr:float=2e-5, # peak learning rate
+              batch_size:int=16, # training batch size
               max_length:int=128, # tokens kept per text
               num_threads:int|None=None, # torch threads; default: the free cores
               price_gold:float|None=None, # money per gold label, for the cost table
@@ -581,7 +583,7 @@ def audit_cmd(data:str, # the items: a .csv / .parquet / .jsonl file, or hf:name
     "Audit LLM labels against a few gold ones: the report (notebook + HTML), the verdict, and the recommended student."
     rec = audit(data, text, gold, gold_file, llm_labels, llm, labels, None, task, budget, n_val, min_eval, out, seeds,
                 AUDIT_REMEDIES if remedies is None else tuple(remedies), model,
-                epochs, lr, max_length, num_threads, 0.2, price_gold, price_llm, seed, progress)
+                epochs, lr, batch_size, max_length, num_threads, 0.2, price_gold, price_llm, seed, progress)
     print(report_tables(load_audit(out))['verdict'])
     print(f"report: {Path(out)/'report.html'} (and report.ipynb); student: {(rec.get('student') or {}).get('path', 'not saved')}")
     return rec
