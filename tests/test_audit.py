@@ -217,3 +217,24 @@ def test_refusing_endpoint_and_nothing_half_written(table, capsys):
     with pytest.raises(Exception):   # training fails (no such encoder) after the folder was prepared
         audit(table/'t.csv', 'text', gold='gold', llm_labels='llm', budget=50, out=table/'b', model=str(table/'no-such-model'), seeds=1, progress=False)
     assert [p.name for p in (table/'b').iterdir()] == ['keep.txt'] and not [p for p in table.iterdir() if p.name.startswith('.b.')]
+
+
+def test_gold_file_is_merged_by_text(table):
+    from labelnb.audit import read_audit_data
+    pd.DataFrame(dict(text=['comment number 3', 'comment number 250'], label=['rude', 'ok'])).to_csv(table/'g.csv', index=False)
+    d = read_audit_data(table/'t.csv', 'text', gold_file=table/'g.csv', llm_labels='llm')
+    assert d.spec.labels == ['ok', 'rude'] and d.items.gold[d.items.gold >= 0].to_dict() == {3: 1, 250: 0}
+    assert d.spec.llm == {'llm': {'train': (None, 'llm')}} and d.llm_sources == ['llm:llm']
+
+
+def test_local_annotator_fills_a_resumable_cache(table):
+    "`--llm local`: the bundled SmolLM2 labels the items through the cache; a second pass reads them back without asking again."
+    from labelnb.audit import read_audit_data, annotate_items
+    d = read_audit_data(table/'t.csv', 'text', gold='gold')
+    items = d.items.iloc[:6].assign(text=['What a wonderful, kind reply.', 'You are an idiot and everyone hates you.', 'Thanks for the link!',
+                                          'Shut up, moron.', 'I disagree, but I see your point.', 'Go away, you pathetic troll.'])
+    y, info = annotate_items(items, d.spec, 'local', table/'out'/'annotations.sqlite', progress=False)
+    assert y.shape == (6,) and set(y) <= {-1, 0, 1} and info['items'] == 6 and info['model']
+    assert (table/'out'/'annotations.sqlite').exists()
+    y2, _ = annotate_items(items, d.spec, 'local', table/'out'/'annotations.sqlite', progress=False)
+    assert (y2 == y).all()
