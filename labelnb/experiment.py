@@ -16,7 +16,7 @@ import numpy as np, pandas as pd
 
 import labelnb
 from .data import get_spec, load, load_split, stratified_order, labels_of
-from .recipe import TrainConfig   # the student's recipe, torch-free: a run's training settings default to it
+from .recipe import TrainConfig, git_commit   # the student's recipe, torch-free: a run's training settings default to it
 from .metrics import classification_metrics
 from .labels import hard_labels
 from .server import SECRET_NAME, secret_values, redact, strip_credentials  # one place for secrets: where a server identity is formed
@@ -25,7 +25,7 @@ from .mitigate import REMEDIES, RemedyInput, check_remedy, apply_remedy, student
 # %% auto #0
 __all__ = ['ID_BASELINE', 'NOT_RESULTS', 'Experiment', 'check_experiment', 'run_id', 'sample_with_demos', 'check_disjoint',
            'sample', 'annotator_labels', 'train_config', 'oof_probs', 'training_labels', 'load_result', 'write_atomic',
-           'save_run', 'git_commit', 'versions', 'balance_weights', 'run_experiment']
+           'save_run', 'versions', 'balance_weights', 'run_experiment']
 
 # %% ../nbs/05a_experiment.ipynb #63794c92
 @dataclass
@@ -302,17 +302,6 @@ def save_run(out:str|Path, # sweep folder; files go to `out/results/`
     return res/f"{rid}.json"
 
 # %% ../nbs/05a_experiment.ipynb #07ceb944
-def git_commit() -> str|None:
-    "Commit of the git checkout labelnb is imported from (with '+dirty' for uncommitted changes), or None."
-    root = Path(labelnb.__file__).resolve().parents[1]
-    try:
-        top = subprocess.run(['git', 'rev-parse', '--show-toplevel'], cwd=root, capture_output=True, text=True, timeout=10)
-        if top.returncode or Path(top.stdout.strip()).resolve() != root: return None  # installed, not a checkout
-        head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        return (head + ('+dirty' if dirty else '')) or None
-    except (OSError, subprocess.SubprocessError): return None
-
 def versions() -> dict:
     "Versions of labelnb and the libraries that shape a result, with the git commit."
     import torch, transformers, sklearn

@@ -1,4 +1,4 @@
-"""The fine-tuning settings in one place: the paper's recipe, with the learning rate this encoder needs
+"""The fine-tuning settings in one place (the paper's recipe, with the learning rate this encoder needs), and the commit a run came from
 
 Docs: https://labelnb.github.io/labelnb/recipe.html.md"""
 
@@ -6,10 +6,14 @@ Docs: https://labelnb.github.io/labelnb/recipe.html.md"""
 
 # %% ../nbs/02_recipe.ipynb #rc000003
 from __future__ import annotations
+import subprocess
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import labelnb
 
 # %% auto #0
-__all__ = ['TrainConfig']
+__all__ = ['TrainConfig', 'git_commit']
 
 # %% ../nbs/02_recipe.ipynb #b59ec6f7
 @dataclass
@@ -33,3 +37,15 @@ class TrainConfig:
     num_threads:int|None=None # torch CPU threads; None = the cores free when training starts (`free_cores`)
     freeze_word_embeddings:bool=False # keep the word-embedding matrix fixed (half of MiniLM's weights)
     engine:str='fast' # 'fast' (this chapter's CPU step) or 'reference' (plain transformers step, bf16 = autocast)
+
+# %% ../nbs/02_recipe.ipynb #rc000007
+def git_commit() -> str|None:
+    "Commit of the git checkout labelnb runs from ('+dirty' with uncommitted changes), or None outside a checkout."
+    root = Path(labelnb.__file__).resolve().parents[1]
+    def git(*a): return subprocess.run(['git', *a], cwd=root, capture_output=True, text=True, timeout=10)
+    try:
+        top = git('rev-parse', '--show-toplevel')
+        if top.returncode or Path(top.stdout.strip()).resolve() != root: return None  # an installed copy, not a checkout
+        dirty = git('status', '--porcelain', '--untracked-files=no').stdout.strip()
+        return (git('rev-parse', 'HEAD').stdout.strip() + ('+dirty' if dirty else '')) or None
+    except (OSError, subprocess.SubprocessError): return None

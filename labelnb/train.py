@@ -27,15 +27,14 @@ from transformers.utils import logging as hf_logging
 import labelnb
 from .cpu import free_cores, native_bf16
 from .labels import as_ids, as_probs, hard_labels, scores
-from .recipe import TrainConfig
+from .recipe import TrainConfig, git_commit
 _all_ = ['TrainConfig']  # re-exported: `from labelnb.train import TrainConfig` keeps working
 
 # %% auto #0
 __all__ = ['FUSED_FROM', 'default_model', 'prepare_targets', 'check_transition', 'forward_loss', 'split_validation',
            'length_batches', 'encode', 'predict_proba', 'load_model', 'keep_mask', 'dropout', 'FastDropout',
            'attention', 'Student', 'make_student', 'train_step', 'TrainResult', 'RunData', 'check_inputs', 'Fit', 'fit',
-           'collapse_reason', 'resolve', 'finetune', 'git_commit', 'model_card', 'write_student_files', 'save_student',
-           'TrainConfig']
+           'collapse_reason', 'resolve', 'finetune', 'model_card', 'write_student_files', 'save_student', 'TrainConfig']
 
 # %% ../nbs/02_train.ipynb #44b3967b
 def default_model() -> str:
@@ -539,19 +538,6 @@ def finetune(train_texts:list[str], # training texts
     if res.collapsed: warnings.warn(f"the student looks collapsed: {res.collapse_reason}")
     if save_dir is not None: save_student(s, save_dir, label_names, cfg, res, card)
     return res
-
-# %% ../nbs/02_train.ipynb #sv000002
-def git_commit() -> str|None:
-    "Commit of the git checkout labelnb runs from ('+dirty' with uncommitted changes), or None outside a checkout."
-    root = Path(labelnb.__file__).resolve().parents[1]
-    def git(*a): return subprocess.run(['git', *a], cwd=root, capture_output=True, text=True, timeout=10)
-    try:
-        top = git('rev-parse', '--show-toplevel')
-        if top.returncode or Path(top.stdout.strip()).resolve() != root: return None  # an installed copy, not a checkout
-        dirty = git('status', '--porcelain', '--untracked-files=no').stdout.strip()
-        return (git('rev-parse', 'HEAD').stdout.strip() + ('+dirty' if dirty else '')) or None
-    except (OSError, subprocess.SubprocessError): return None
-
 
 # %% ../nbs/02_train.ipynb #sv000004
 def _metric_line(runs:list[dict], key:str) -> str:
