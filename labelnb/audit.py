@@ -388,16 +388,17 @@ def verdict(record:dict, # the audit record (`audit.json`)
              f"Over {record['seeds']} seeds and on {n['eval']} held-out gold items, a student trained on the LLM's labels reaches macro-F1 "
              f"{f1('llm')}; one trained on the {n['budget']} gold labels of the budget alone reaches {f1('gold')}" +
              ''.join(f"; with {o} (the same {n['budget']} gold labels and the LLM's), {f1(o)}" for o in s.index if o not in ('llm', 'gold')) + '.']
-    if rec['option'] == 'llm': parts.append("**Recommended: train on the LLM's labels**; spending the gold budget on training buys no more than the seed spread.")
+    if rec.get('collapsed'):
+        parts.append(f"**No option can be recommended at these settings: every one has a collapsed student** (`labelnb.train.collapse_reason`); "
+                     f"train longer (epochs, lr) or on more items. The student kept is the cheapest option's, {rec['option']}.")
+    elif rec['option'] == 'llm': parts.append("**Recommended: train on the LLM's labels**; spending the gold budget on training buys no more than the seed spread.")
     else: parts.append(f"**Recommended: {rec['option']}** ({rec['doc']}): {rec['gold_spent']} gold labels and {rec['llm_labels']} LLM labels, "
                        f"{rec['macro_f1'] - s.macro_f1['llm']:+.3f} macro-F1 over the LLM's labels alone.")
-    if rec['option'] in b.index and b.macro_f1[rec['option']] >= rec['macro_f1'] - rec['tolerance']:
+    if not rec.get('collapsed') and rec['option'] in b.index and b.macro_f1[rec['option']] >= rec['macro_f1'] - rec['tolerance']:
         parts.append(f"A TF-IDF bag of words on the same labels does as well ({b.macro_f1[rec['option']]:.3f}): the encoder adds little here.")
     bad = [r for r in record['runs'] if r['kind'] == 'student' and r.get('collapsed')]
     if bad: parts.append(f"{len(bad)} of the {sum(r['kind'] == 'student' for r in record['runs'])} students look collapsed ({', '.join(sorted({r['option'] for r in bad}))}): read their rows with care.")
-    if rec.get('collapsed'): parts.append(f"**Every option has a collapsed student at these settings**, the recommended one too: train longer (epochs, lr) "
-                                          "or on more items before trusting this recommendation.")
-    if record.get('student'): parts.append(f"The recommended student (seed {record['student']['seed']}, the best on validation) is saved in `{record['student']['path']}`.")
+    if record.get('student'): parts.append(f"The {'kept' if rec.get('collapsed') else 'recommended'} student (seed {record['student']['seed']}, the best on validation) is saved in `{record['student']['path']}`.")
     return ' '.join(parts)
 
 # %% ../nbs/12_audit.ipynb #au000035
@@ -518,6 +519,9 @@ def _audit(data, text, gold, gold_file, llm_labels, llm, labels, descriptions, t
     if llm is None and not d.llm_sources:
         raise ValueError(f"{data}: no LLM labels: name the column(s) holding them (llm_labels / --llm-labels) or an LLM to ask (llm / --llm)")
     splits = split_items(items.gold.to_numpy(), budget, n_val, min_eval, ppi_frac, seed, gwhere)   # before any LLM call
+    n = splits.counts()
+    if progress: print(f"audit: {int((items.gold >= 0).sum())} gold items: {n['budget']} train-side budget, {n['val']} validation, {n['eval']} held-out "
+                       f"evaluation; {n['pool']} training items (budget included), {n['unlabeled']} kept out for the intervals")
     annotation = None
     if llm is not None:
         y, annotation = annotate_items(items, spec, llm, out/'annotations.sqlite', progress)
@@ -554,7 +558,7 @@ def _audit(data, text, gold, gold_file, llm_labels, llm, labels, descriptions, t
         shutil.rmtree(tmp, ignore_errors=True); raise
     return record
 
-# %% ../nbs/12_audit.ipynb #au000042
+# %% ../nbs/12_audit.ipynb #au000043
 def audit_cmd(data:str, # the items: a .csv / .parquet / .jsonl file, or hf:name@split
               text:str='text', # text column
               gold:str|None=None, # gold label column (blank cells = not labelled), or the gold column of --gold-file (default 'label')
@@ -562,6 +566,7 @@ def audit_cmd(data:str, # the items: a .csv / .parquet / .jsonl file, or hf:name
               llm_labels:list[str]|None=None, # a column holding LLM labels (repeat for more; the first is audited)
               llm:str|None=None, # or an LLM to ask: 'http://host:port/v1#model' (an OpenAI-compatible server) or 'local' (the bundled SmolLM2)
               labels:list[str]|None=None, # a class name, in class order (repeat for each); default: the gold column's values, sorted
+              descriptions:list[str]|None=None, # one line per label, in class order (repeat for each), for the annotator's prompt
               task:str='Classify the text.', # one sentence for the annotator's prompt
               budget:int=100, # train-side gold labels the remedies and the gold-only student may spend
               n_val:int=50, # gold items for choosing checkpoints
@@ -581,7 +586,7 @@ def audit_cmd(data:str, # the items: a .csv / .parquet / .jsonl file, or hf:name
               progress:bool=True, # progress bars
              ) -> dict:
     "Audit LLM labels against a few gold ones: the report (notebook + HTML), the verdict, and the recommended student."
-    rec = audit(data, text, gold, gold_file, llm_labels, llm, labels, None, task, budget, n_val, min_eval, out, seeds,
+    rec = audit(data, text, gold, gold_file, llm_labels, llm, labels, descriptions, task, budget, n_val, min_eval, out, seeds,
                 AUDIT_REMEDIES if remedies is None else tuple(remedies), model,
                 epochs, lr, batch_size, max_length, num_threads, 0.2, price_gold, price_llm, seed, progress)
     print(report_tables(load_audit(out))['verdict'])
