@@ -467,9 +467,9 @@ def claim_verdicts(tab:pd.DataFrame, # `table` output (x100): gold rows, unmitig
                 ('earlier plateau (size)', pa, pb, peff, np.nan, 0),
                 ('macro-F1 below the same errors at random', *((c.f1, r.f1, c.f1 - r.f1, two_se(c, r, 'f1')) if c is not None else (np.nan,) * 4), tol)]
             marks = '; '.join(dict.fromkeys(m for m in (gold.marks, r.marks, '' if c is None else c.marks) if m))
-            rows += [dict(dataset=d, n_train=n, llm=r.label, claim=cl, reference=a, llm_value=b, effect=e, verdict=_verdict(e, z, t), marks=marks)
+            rows += [dict(dataset=d, n_train=n, llm=r.label, n_runs=int(min(gold.n_runs, r.n_runs)), claim=cl, reference=a, llm_value=b, effect=e, verdict=_verdict(e, z, t), marks=marks)
                      for cl, a, b, e, z, t in facts]
-    return pd.DataFrame(rows, columns=['dataset', 'n_train', 'llm', 'claim', 'reference', 'llm_value', 'effect', 'verdict', 'marks'])
+    return pd.DataFrame(rows, columns=['dataset', 'n_train', 'llm', 'n_runs', 'claim', 'reference', 'llm_value', 'effect', 'verdict', 'marks'])
 
 # %% ../nbs/07_report.ipynb #c7456589
 def training_curves(runs:pd.DataFrame) -> pd.DataFrame:
