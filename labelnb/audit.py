@@ -512,6 +512,8 @@ def _audit(data, text, gold, gold_file, llm_labels, llm, labels, descriptions, t
            model, epochs, lr, batch_size, max_length, num_threads, ppi_frac, price_gold, price_llm, seed, progress, t0):
     from labelnb.train import TrainConfig
     from labelnb.experiment import versions
+    try: import nbconvert, papermill   # the report needs both: fail before any training, not after
+    except ImportError as e: raise ImportError(f"labelnb audit writes its report with papermill and nbconvert: pip install nbconvert papermill ({e})") from None
     d = read_audit_data(data, text, gold, gold_file, llm_labels, labels, descriptions, task)
     items, spec, K = d.items, d.spec, len(d.spec.labels)
     gwhere = f"{gold_file or data}, column {(gold or 'label') if gold_file else gold!r}"
