@@ -23,7 +23,7 @@ __all__ = ['RULES', 'REMEDIES', 'NEEDS', 'ROUTER_KS', 'ROUTERS', 'Cost', 'label_
            'stack_sources', 'consistency_ensemble', 'ensemble_table', 'soft_labels', 'small_gold_sample',
            'estimate_confusion', 'noisy_labels', 'correct_labels', 'gold_set_correction', 'gold_only',
            'confident_learning', 'student_oof_probs', 'tfidf_oof_probs', 'RemedyInput', 'Remedy', 'register_remedy',
-           'check_remedy', 'apply_remedy', 'budget_count', 'route', 'buy_gold', 'doubt_diverse_pick']
+           'check_remedy', 'apply_remedy', 'budget_count', 'route', 'buy_gold', 'doubt_diverse_pick', 'doubt']
 
 # %% ../nbs/05_mitigate.ipynb #b7a69bf5
 @dataclass
@@ -739,6 +739,8 @@ def _router(name:str, doubt_of:Callable):
         return buy_gold(inp.y, inp.gold, idx, name)
     return apply
 
+def _random_doubt(inp, name): return np.random.default_rng(inp.seed + 1).random(len(inp.y))
+
 def _confidence_doubt(inp, name):
     _need(inp, name, "a stated confidence per label or label distributions", inp.confidence is not None or inp.probs is not None)
     if inp.confidence is not None: return np.where(inp.y < 0, np.nan, 1 - np.asarray(inp.confidence, float))
@@ -773,7 +775,7 @@ def _flip(inp):
 def _budget_check(s, *_): return None if s > 0 and (s < 1 or s == int(s)) else f"a router's budget is a share in (0, 1) or a whole number of items >= 1, got {s:g}"
 
 for _r in [
-    Remedy('random', _router('random', lambda inp, n: np.random.default_rng(inp.seed + 1).random(len(inp.y))), 0.05, ('gold',), _budget_check, 'budget',
+    Remedy('random', _router('random', _random_doubt), 0.05, ('gold',), _budget_check, 'budget',
            'router: gold labels for a random budget of items (the floor)'),
     Remedy('confidence', _router('confidence', _confidence_doubt), 0.05, ('gold',), _budget_check, 'budget',
            "router: gold for the items the source states least confidence in"),
@@ -787,3 +789,15 @@ for _r in [
 ]: register_remedy(_r)
 ROUTERS = ['random', 'entropy', 'confidence', 'flip', 'disagree_models', 'disagree_student', 'doubt_diverse']  # the remedies that buy gold for chosen items
 
+
+# %% ../nbs/05_mitigate.ipynb #dbt00002
+def doubt(router:str, # one of `ROUTERS`
+          inp:RemedyInput, # the labels and what else the source offers
+         ) -> np.ndarray:
+    "How much `router` doubts each item's label, the ranking it buys gold by (higher first; NaN, e.g. an abstention, first of all)."
+    if router not in ROUTERS: raise ValueError(f"router: {router!r} unknown; choose one of {ROUTERS}")
+    if router == 'entropy':
+        if inp.probs is None: raise ValueError("mitigation: router 'entropy' needs label distributions (probs=...), which this label source does not provide")
+        return entropy(inp.probs)
+    return dict(random=_random_doubt, confidence=_confidence_doubt, flip=_models_doubt, disagree_models=_models_doubt,
+                disagree_student=_student_doubt, doubt_diverse=_cheap_doubt)[router](inp, router)

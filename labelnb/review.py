@@ -12,12 +12,11 @@ from typing import Literal
 from xml.etree import ElementTree as ET
 import numpy as np, pandas as pd
 from .labels import as_ids
-from .mitigate import (ROUTERS, RemedyInput, budget_count, route, doubt_diverse_pick, entropy,
-                              _confidence_doubt, _models_doubt, _student_doubt, _cheap_doubt)
+from .mitigate import ROUTERS, RemedyInput, budget_count, route, doubt_diverse_pick, doubt
 
 # %% auto #0
-__all__ = ['review_input', 'doubt', 'pick', 'routed', 'label_config', 'review_tasks', 'write_tasks', 'create_project',
-           'read_export', 'fetch_tasks', 'answers', 'merge_gold', 'review_cmd']
+__all__ = ['review_input', 'pick', 'routed', 'label_config', 'review_tasks', 'write_tasks', 'create_project', 'read_export',
+           'fetch_tasks', 'answers', 'merge_gold', 'review_cmd']
 
 # %% ../nbs/05b_review.ipynb #rv000007
 def review_input(df:pd.DataFrame, # one row per item: the texts and the LLM's labels (class ids, -1 = abstention)
@@ -41,18 +40,6 @@ def review_input(df:pd.DataFrame, # one row per item: the texts and the LLM's la
                        texts=df[text_col].astype(str).tolist(), confidence=df[conf].to_numpy(float) if conf in df else None)
 
 # %% ../nbs/05b_review.ipynb #rv000008
-def doubt(router:str, # one of `labelnb.mitigate.ROUTERS`
-          inp:RemedyInput, # from `review_input`
-         ) -> np.ndarray:
-    "How much `router` doubts each item's label (higher first; NaN, e.g. an abstention, first of all)."
-    if router not in ROUTERS: raise ValueError(f"router: {router!r} unknown; choose one of {ROUTERS}")
-    if router == 'random': return np.random.default_rng(inp.seed + 1).random(len(inp.y))
-    if router == 'entropy':
-        if inp.probs is None: raise ValueError("mitigation: router 'entropy' needs label distributions (probs=...), which this label source does not provide")
-        return entropy(inp.probs)
-    return dict(confidence=_confidence_doubt, flip=_models_doubt, disagree_models=_models_doubt,
-                disagree_student=_student_doubt, doubt_diverse=_cheap_doubt)[router](inp, router)
-
 def pick(router:str, # one of `labelnb.mitigate.ROUTERS`
          inp:RemedyInput, # from `review_input`
          n:float, # how many items: a number >= 1, or a share of the frame in (0, 1)
