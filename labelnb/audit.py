@@ -538,13 +538,14 @@ def _audit(data, text, gold, gold_file, llm_labels, llm, labels, descriptions, t
         part = np.full(len(items), 'rest', dtype=object)
         for name in ('pool', 'budget', 'val', 'eval', 'unlabeled'): part[getattr(splits, name)] = name
         items.assign(part=part).to_parquet(tmp/'items.parquet', index=False); preds.to_parquet(tmp/'predictions.parquet', index=False)
-        runs.to_csv(tmp/'runs.csv', index=False)
+        kept = runs.drop(columns='saved', errors='ignore')   # the students' temporary folders are gone once the audit ends
+        kept.to_csv(tmp/'runs.csv', index=False)
         spec_d = {k: v for k, v in asdict(spec).items()}
         record = dict(data=str(data), text=text, gold=gold, gold_file=None if gold_file is None else str(gold_file), source=source,
                       llm_sources=d.llm_sources, labels=spec.labels, spec=spec_d, splits=splits.counts(), budget=budget, seeds=seeds,
                       remedies=list(remedies), train=asdict(cfg), price_gold=price_gold, price_llm=price_llm, annotation=annotation,
                       options=[dict(name=o.name, gold_spent=o.gold_spent, llm_labels=o.llm_labels, doc=o.doc) for o in opts],
-                      runs=json.loads(runs.to_json(orient='records')), versions=versions())
+                      runs=json.loads(kept.to_json(orient='records')), versions=versions())
         (tmp/'audit.json').write_text(json.dumps(record, indent=1, default=str))
         tabs = report_tables(load_audit(tmp)); rec = tabs['recommendation']
         mine = runs[(runs.option == rec['option']) & (runs.kind == 'student')]

@@ -67,6 +67,7 @@ def test_audit_writes_everything_and_nothing_else(jig):
     for f in ['audit.json', 'items.parquet', 'predictions.parquet', 'runs.csv', 'report.ipynb', 'report.html', 'student/labelnb.json', 'student/README.md']:
         assert (out/f).exists(), f
     assert not [p for p in jig['tmp'].iterdir() if p.name.startswith('.out.')]   # the temporary folder was moved in, not left beside
+    assert '.out.' not in (out/'audit.json').read_text() + (out/'runs.csv').read_text()   # no path into the temporary folder survives
     html = (out/'report.html').read_text()
     assert '<img' in html and 'Recommended' in html   # the heatmap and the verdict made it into the HTML
     parts = jig['items'].part.value_counts().to_dict()
