@@ -466,7 +466,8 @@ def claim_verdicts(tab:pd.DataFrame, # `table` output (x100): gold rows, unmitig
                 ('fewer unchanged predictions (PUC)', gold.puc, r.puc, gold.puc - r.puc, np.nan, tol),
                 ('earlier plateau (size)', pa, pb, peff, np.nan, 0),
                 ('macro-F1 below the same errors at random', *((c.f1, r.f1, c.f1 - r.f1, two_se(c, r, 'f1')) if c is not None else (np.nan,) * 4), tol)]
-            marks = '; '.join(dict.fromkeys(m for m in (gold.marks, r.marks, '' if c is None else c.marks) if m))
+            few = f'{int(min(gold.n_runs, r.n_runs))} seed(s): no spread to judge by' if min(gold.n_runs, r.n_runs) < 3 else ''
+            marks = '; '.join(dict.fromkeys(m for m in (gold.marks, r.marks, '' if c is None else c.marks, few) if m))
             rows += [dict(dataset=d, n_train=n, llm=r.label, n_runs=int(min(gold.n_runs, r.n_runs)), claim=cl, reference=a, llm_value=b, effect=e, verdict=_verdict(e, z, t), marks=marks)
                      for cl, a, b, e, z, t in facts]
     return pd.DataFrame(rows, columns=['dataset', 'n_train', 'llm', 'n_runs', 'claim', 'reference', 'llm_value', 'effect', 'verdict', 'marks'])
