@@ -190,30 +190,38 @@ def _done(out:Path, rid:str) -> bool:
     try: load_result(Path(out)/'results'/f"{rid}.json"); return True
     except ValueError: return False
 
+def _promote_partial(out:Path, rid:str):
+    "A finished run killed during papermill's last save: keep its notebook if that save is whole, drop it otherwise."
+    part, nbp = out/'notebooks'/f".{rid}.ipynb.partial", out/'notebooks'/f"{rid}.ipynb"
+    if not part.exists(): return
+    try: json.loads(txt := part.read_text())
+    except ValueError: part.unlink(); return
+    write_atomic(nbp, redact(txt)); part.unlink()
+
 def _execute(exp, out, rid, notebook, kernel_name, timeout, cache, start_retries, datasets) -> dict:
     "One papermill execution of the run's notebook; its status row."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     nb_rel = f"notebooks/{rid}.ipynb"
     (out/'notebooks').mkdir(parents=True, exist_ok=True)
+    part = out/'notebooks'/f".{rid}.ipynb.partial"  # papermill writes as it goes: the notebook appears whole (and redacted) or not at all
     params = dict(asdict(exp), out=str(out), cache=cache, **({'datasets': datasets} if datasets else {}))  # the executed notebook records the spec
     t0, err = time.time(), None
     for attempt in range(start_retries):
-        (out/nb_rel).unlink(missing_ok=True)  # a notebook left by a killed sweep
+        part.unlink(missing_ok=True)  # a notebook left half-written by a killed sweep
         try:
-            pm.execute_notebook(str(notebook or default_notebook()), str(out/nb_rel), parameters=params, kernel_name=kernel_name,
+            pm.execute_notebook(str(notebook or default_notebook()), str(part), parameters=params, kernel_name=kernel_name,
                                 progress_bar=False, cwd=str(out), execution_timeout=timeout, kernel_manager_class=IPCKernelManager)
             err = None; break
         except PapermillExecutionError as e:
             err = dict(error=f"{e.ename}: {e.evalue}", traceback=_tail('\n'.join(e.traceback))); break
         except Exception as e:  # the kernel did not start or died: try again after a pause
             err = dict(error=f"{type(e).__name__}: {e}", traceback=_tail(traceback.format_exc()))
-            if (out/nb_rel).exists() and any(c.get('execution_count') for c in json.loads((out/nb_rel).read_text()).get('cells', [])): break
+            if part.exists() and any(c.get('execution_count') for c in json.loads(part.read_text()).get('cells', [])): break
             time.sleep(1 + np.random.default_rng().random() * 3)
     nbp = out/nb_rel
-    if nbp.exists():   # its parameters and outputs: no key, no password of a URL
-        txt = nbp.read_text(); red = redact(txt)
-        if red != txt: write_atomic(nbp, red)
+    if part.exists():   # its parameters and outputs: no key, no password of a URL
+        write_atomic(nbp, redact(part.read_text())); part.unlink()
     res, failed = out/'results'/f"{rid}.json", out/'results'/f"{rid}.failed.json"
     if err is None and not _done(out, rid): err = dict(error='the notebook finished without writing a sound results file', traceback='')
     row = dict(run_id=rid, status='ran' if err is None else 'failed', seconds=round(time.time() - t0, 1), error=err and err['error'])
@@ -283,6 +291,7 @@ def run_sweep(grid, # a grid file, dict or list (see `load_grid`), or a list of 
     (out/'results').mkdir(parents=True, exist_ok=True); remove_stale_kernel_dirs()
     todo = status.run_id[status.state.isin(['todo', 'damaged']) | ((status.state == 'failed') & retry_failed)].tolist()
     result = {r: 'done' for r in status.run_id[status.state == 'done']}
+    for r in result: _promote_partial(out, r)
     result.update({r: 'skipped' for r in status.run_id[(status.state == 'failed') & ~retry_failed]})
     info = {}
     declared = {d['name']: d for ds in specs.values() for d in ds}
