@@ -430,7 +430,7 @@ def plot_size_curves(runs:pd.DataFrame, # `collect` output
 # %% ../nbs/07_report.ipynb #cv000002
 def _verdict(effect, noise, tol):
     "'holds' / 'reversed' / 'no effect' for an `effect` signed in the claim's direction, beyond `tol` and its `noise` (2 standard errors)."
-    if effect is None or not np.isfinite(effect) and not np.isinf(effect): return 'not run'
+    if np.isnan(effect): return 'not run'
     bar = max(tol, noise if np.isfinite(noise) else 0)
     return 'holds' if effect > bar else 'reversed' if effect < -bar else 'no effect'
 
