@@ -190,21 +190,23 @@ def audit_options(items:pd.DataFrame, # `AuditData.items` (with the audited `sou
                   remedies=AUDIT_REMEDIES, # remedies at the budget: any of 'relabel', 'forward'
                  ) -> list[Option]:
     "The options at the budget: the LLM's labels, the budget's gold labels alone, and each remedy."
-    from labelnb.mitigate import REMEDIES, RemedyInput, apply_remedy, correct_labels
+    from labelnb.mitigate import REMEDIES, RemedyInput, apply_remedy, gold_set_correction
     bad = [r for r in remedies if r not in AUDIT_REMEDIES]
     if bad: raise ValueError(f"remedies: {bad} cannot run on a user's gold sample; choose from {list(AUDIT_REMEDIES)}")
     llm, gold, P, B = items[source].to_numpy(), items.gold.to_numpy(), splits.pool, splits.budget
     texts = items.text.tolist(); pt = [texts[i] for i in P]; n_llm = int((llm[P] >= 0).sum())
     opts = [Option('llm', pt, llm[P], 0, n_llm, doc="the LLM's labels as they are"),
             Option('gold', [texts[i] for i in B], gold[B], len(B), 0, doc=f'the {len(B)} gold labels of the budget alone')]
-    if not remedies: return opts
-    _, info = apply_remedy('forward', RemedyInput(y=llm[B], gold=gold[B], K=K, setting=float(len(B))))
-    T = np.asarray(info['transition'])   # P(LLM label | true label) from the budget items, smoothed
     for r in remedies:
-        if r == 'forward': opts.append(Option('forward', pt, llm[P], len(B), n_llm, T, REMEDIES['forward'].doc))
+        if r == 'forward':
+            _, info = apply_remedy('forward', RemedyInput(y=llm[B], gold=gold[B], K=K, setting=float(len(B))))
+            T = np.asarray(info['transition'])   # P(LLM label | true label) from the budget items, smoothed
+            opts.append(Option('forward', pt, llm[P], len(B), n_llm, T, REMEDIES['forward'].doc))
         else:
-            prior = (np.bincount(gold[B], minlength=K) + 1.) / (len(B) + K)   # the prior of labelnb.mitigate.gold_set_correction
-            y = correct_labels(llm[P], T, prior); inb = np.isin(P, B); y[inb] = np.eye(K)[gold[P[inb]]]
+            known = np.where(np.isin(P, B), gold[P], -1)   # the pool's gold, known on the budget items only: they are the gold set
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')   # a class-share warning: the report's tables show what the labels do
+                y, _ = gold_set_correction(llm[P], known, K, k=None)
             opts.append(Option('relabel', pt, y, len(B), n_llm, None, REMEDIES['relabel'].doc + ' (the budget items keep their gold label)'))
     return opts
 

@@ -419,25 +419,31 @@ def correct_labels(llm_labels, # the LLM's class ids (-1 = abstention)
 
 # %% ../nbs/05_mitigate.ipynb #7ee8145d
 def gold_set_correction(llm_labels, # the LLM's class ids for the pool (-1 = abstention)
-                        gold, # gold class ids for the pool (only the sampled `k` are used for the correction)
+                        gold, # gold class ids for the pool, -1 = unknown (only the `k` sampled from the known ones are used)
                         K:int, # number of classes
-                        k:int=100, # gold labels to buy
+                        k:int|None=100, # gold labels to buy, a stratified sample of the known ones; None = every known gold label
                         seed:int=0, # sampling seed
                         smoothing:float=1.0, # pseudo-count for T and the prior
                         output:str='soft', # 'soft': posterior distributions; 'hard': their argmax
                         max_shift:float=0.05, # warn when a class share moves by more than this
                        ) -> tuple[np.ndarray, dict]:
-    "Relabel the pool with P(true | LLM label) estimated from `k` stratified gold labels; report T, the prior and the cost."
+    "Relabel the pool with P(true | LLM label) estimated from `k` stratified gold labels (of the known ones); report T, the prior and the cost."
     if output not in ('soft', 'hard'): raise ValueError(f"output must be 'soft' or 'hard'; got {output!r}")
-    llm = _ids(llm_labels, 'llm_labels', K); g = _ids(gold, 'gold', K, abstain=False)
+    llm = _ids(llm_labels, 'llm_labels', K); g = _ids(gold, 'gold', K)
     if len(g) != len(llm): raise ValueError(f"gold has {len(g)} items but llm_labels has {len(llm)}")
-    idx = small_gold_sample(g, k, seed)
+    known = np.flatnonzero(g >= 0); full = len(known) == len(g)
+    if not full and isinstance(k, (int, np.integer, type(None))) and len(known) < (k or 1):
+        raise ValueError(f"gold: {len(known)} of {len(g)} items have a gold label (-1 = unknown), but the correction needs "
+                         f"{'at least one' if k is None else f'k={k}'}; label more items or lower k")
+    k = len(known) if k is None else k
+    idx = known[small_gold_sample(g[known], k, seed)]   # with full gold: small_gold_sample(g, k, seed)
     T = estimate_confusion(g[idx], llm[idx], K, smoothing)
     prior = (np.bincount(g[idx], minlength=K) + smoothing)/(k + K*smoothing)
     out = correct_labels(llm, T, prior); out[idx] = np.eye(K)[g[idx]]
     if output == 'hard': out = hard_labels(out)
     r = dict(k=k, output=output, T=T.round(4), prior=prior.round(4), sample=idx)
-    r.update(label_report(out, K, gold=g, before=llm, max_shift=max_shift))
+    if not full: r['gold_known'] = len(known)
+    r.update(label_report(out, K, gold=g if full else None, before=llm, max_shift=max_shift))   # partial gold: nothing to score the rest on
     r['gold_spent'] = k; r['cost'] = Cost(r['kept'], k, len(llm))
     return out, r
 

@@ -228,6 +228,27 @@ def test_gold_set_correction_and_gold_only(jigsaw):
         gold_set_correction(llm, gold, 2, k=100, output='hard')       # ... and says so
 
 
+
+def test_gold_set_correction_with_gold_on_some_items(jigsaw):
+    "Gold known on a few items only (-1 = unknown): those are the gold set, and with the items a full-gold run bought, its labels."
+    gold, llm, _ = jigsaw
+    full, frep = quiet(gold_set_correction, llm, gold, 2, k=100)
+    part = np.full(len(gold), -1); part[frep['sample']] = gold[frep['sample']]
+    same, srep = quiet(gold_set_correction, llm, part, 2, k=None)
+    assert np.array_equal(same, full) and np.array_equal(srep['sample'], frep['sample'])
+    known = np.sort(np.random.default_rng(0).choice(len(gold), 300, replace=False))   # a person labelled 300 random comments
+    part = np.full(len(gold), -1); part[known] = gold[known]
+    soft, rep = quiet(gold_set_correction, llm, part, 2, k=None)
+    assert np.array_equal(rep['sample'], known) and rep['gold_spent'] == 300 and rep['gold_known'] == 300
+    assert np.array_equal(soft[known], np.eye(2)[gold[known]]) and 'label_accuracy' not in rep
+    rest = np.setdiff1d(np.arange(len(gold)), known)
+    assert soft[rest][:, 1].max() < 0.5 < soft[rest][:, 0].min()   # an LLM "toxic" is mostly not: the posterior says so
+    assert soft[rest, gold[rest]].mean() > (llm[rest] == gold[rest]).mean()   # scored on the gold the correction never saw
+    sub, subrep = quiet(gold_set_correction, llm, part, 2, k=100, seed=1)
+    assert subrep['gold_spent'] == 100 and set(subrep['sample']) <= set(known)
+    with pytest.raises(ValueError, match=r'gold: 300 of \d+ items have a gold label \(-1 = unknown\), but the correction needs k=500'):
+        gold_set_correction(llm, part, 2, k=500)
+
 def test_forward_loss_matches_definition():
     torch.manual_seed(0)
     logits, y = torch.randn(32, 4), torch.randint(0, 4, (32,))
