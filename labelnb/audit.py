@@ -11,8 +11,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
 from tqdm.auto import tqdm
-from . import data as _data
-from .data import DatasetSpec, register, get_spec, read_table, stratified_order
+from .data import DatasetSpec, register, get_spec, read_table, stratified_order, fetch_table, check_texts, label_ids
 from .labels import scores
 
 # %% auto #0
@@ -34,7 +33,7 @@ def _read_table(src:str|Path, # a .csv/.tsv/.parquet/.jsonl file or `hf:name@spl
     "The table at `src`, read by `labelnb.data`'s readers; an empty or unreadable file is a one-line error naming it."
     s = str(src)
     if s.startswith('hf:'):
-        try: df = _data._fetch(s, {})
+        try: df = fetch_table(s)
         except Exception as e: raise FileNotFoundError(f"{s}: cannot load the hub dataset ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     else:
         p = Path(src).expanduser()
@@ -73,7 +72,7 @@ def read_audit_data(data:str|Path, # the items: .csv / .parquet / .jsonl file, o
     df = _read_table(data)
     texts = _column(df, text, where, 'text')
     if texts.isna().all() or texts.astype(str).str.strip().eq('').all(): raise ValueError(f"{where}: the text column {text!r} is empty")
-    _data._check_texts(texts, np.arange(len(df)), f"{where}, column {text!r}")
+    check_texts(texts, np.arange(len(df)), f"{where}, column {text!r}")
     items = pd.DataFrame(dict(row=np.arange(len(df)), text=texts.astype(str).to_numpy()))
     if gold_file is not None:
         gsrc, gcol = str(gold_file), gold or 'label'
@@ -97,10 +96,10 @@ def read_audit_data(data:str|Path, # the items: .csv / .parquet / .jsonl file, o
                                 train=where if where.startswith('hf:') else str(Path(where).resolve()), text_col=text,
                                 label_col=gold or 'label', label_values=labels, llm={c: {'train': (None, c)} for c in llm_labels},
                                 about=f'audited with labelnb.audit{f"; gold from {gsrc}" if gold_file is not None else ""}'))
-    ids = np.full(len(items), -1); ids[has] = _data._to_ids(raw_gold[has].to_numpy(), spec, gwhere)
+    ids = np.full(len(items), -1); ids[has] = label_ids(raw_gold[has].to_numpy(), spec, gwhere)
     items['gold'] = ids
     for c in llm_labels:
-        v = _data._to_ids(_canon(_column(df, c, where, 'LLM label')).fillna('').to_numpy(), spec, f"{where}, column {c!r}", strict=False)
+        v = label_ids(_canon(_column(df, c, where, 'LLM label')).fillna('').to_numpy(), spec, f"{where}, column {c!r}", strict=False)
         if (v < 0).all(): raise ValueError(f"{where}, column {c!r}: none of its values is in the label set {labels} (e.g. {df[c].dropna().astype(str).unique()[:3].tolist()})")
         items[f'llm:{c}'] = v
     return AuditData(items, spec, [f'llm:{c}' for c in llm_labels])
@@ -147,8 +146,8 @@ def split_items(gold, # [n] gold class ids, -1 = no gold label
 def _llm_of(llm):
     "The annotator `llm` names: 'local' = the bundled SmolLM2, 'http(s)://host/v1#model' = a server; an object is used as is."
     if not isinstance(llm, str): return llm
-    from labelnb.experiment import _annotator
-    return _annotator(None if llm == 'local' else llm)
+    from labelnb.experiment import load_annotator
+    return load_annotator(None if llm == 'local' else llm)
 
 def annotate_items(items:pd.DataFrame, # `AuditData.items`
                    spec:DatasetSpec, # labels, descriptions and task for the prompt

@@ -14,8 +14,8 @@ from .labels import as_ids
 
 # %% auto #0
 __all__ = ['REGISTRY', 'TRAIN_CAP', 'TEST_CAP', 'data_root', 'read_table', 'DatasetSpec', 'get_spec', 'register', 'user_spec',
-           'offline', 'load_split', 'stratified_order', 'load', 'labels_of', 'agreement', 'spec_from_dict',
-           'spec_to_dict', 'read_specs', 'register_specs']
+           'offline', 'fetch_table', 'label_ids', 'check_texts', 'load_split', 'stratified_order', 'load', 'labels_of',
+           'agreement', 'spec_from_dict', 'spec_to_dict', 'read_specs', 'register_specs']
 
 # %% ../nbs/00_data.ipynb #a2c5ca17
 def data_root(root:str|Path|None=None, # folder to use; overrides `LABELNB_DATA`
@@ -223,17 +223,20 @@ def offline() -> str|None:
     "The environment variable that keeps labelnb offline (`LABELNB_OFFLINE`, `HF_HUB_OFFLINE`, `HF_DATASETS_OFFLINE` set to 1), or None."
     return next((v for v in _OFFLINE_VARS if os.environ.get(v, '').lower() in ('1', 'true', 'yes', 'on')), None)
 
-def _fetch(src, read_kw):
-    if src.startswith('hf:'):
+def fetch_table(src:str|Path, # a file path, a URL `read_table` reads, or `hf:name@split` (a hub dataset; needs the network)
+                read_kw:dict|None=None, # keyword arguments for `read_table` (a file only)
+               ) -> pd.DataFrame:
+    "The table at `src`: a hub dataset as a frame, or a file read by `read_table`."
+    if str(src).startswith('hf:'):
         import datasets
-        hub, _, split = src[3:].partition('@')
+        hub, _, split = str(src)[3:].partition('@')
         return datasets.load_dataset(hub, split=split or 'train').to_pandas()
-    return read_table(src, **read_kw)
+    return read_table(src, **(read_kw or {}))
 
 def _read(spec, fname, root, read_kw=None, origin=False):
     "Read `fname` of `spec`: a hub dataset, a local file, or, when the local file is missing, its online source (`spec.online`)."
     kw = spec.read_kw if read_kw is None else read_kw
-    if fname.startswith('hf:'): df, where = _fetch(fname, kw), fname
+    if fname.startswith('hf:'): df, where = fetch_table(fname, kw), fname
     else:
         p = Path(fname); p = p if p.is_absolute() else (root or Path('.'))/p
         src = spec.online.get(fname)
@@ -242,13 +245,17 @@ def _read(spec, fname, root, read_kw=None, origin=False):
             raise FileNotFoundError(f"Dataset file not found: {p}, and {var}=1 keeps labelnb offline, so it cannot fetch it from "
                                     f"its public source {src}. Set LABELNB_DATA to the folder holding the data, or unset {var}.")
         else:
-            try: df, where = _fetch(src, kw), src
+            try: df, where = fetch_table(src, kw), src
             except Exception as e:
                 raise FileNotFoundError(f"Dataset file not found: {p}; fetching it from {src} failed too: {type(e).__name__}: {e}") from None
     return (df, where) if origin else df
 
-def _to_ids(values, spec, where, strict=True):
-    "Map raw label values to class ids; out-of-set values raise (strict) or become -1."
+def label_ids(values, # raw label values (a column as read from the file)
+              spec:DatasetSpec, # the label set: `label_values` in class order, or ids 0..K-1 when None
+              where:str, # the file and column, for errors
+              strict:bool=True, # a value outside the label set raises (gold); False: it becomes -1 (an LLM's abstention)
+             ) -> np.ndarray:
+    "Class ids of raw label values; a value outside the label set is an error naming `where` (strict) or -1."
     vals = pd.Series(values).reset_index(drop=True)
     if spec.label_values is None:
         num = pd.to_numeric(vals, errors='coerce')
@@ -273,8 +280,11 @@ def _split_off(df, y, frac, seed=0):
 
 _REPORTED = set()
 
-def _check_texts(texts, file_rows, where):
-    "Raise on missing or blank texts, naming their rows in the file."
+def check_texts(texts:pd.Series, # the text column as read
+                file_rows:np.ndarray, # each text's data row in the file (0-based, header not counted), for errors
+                where:str, # the file and column, for errors
+               ):
+    "Raise a ValueError on missing or blank texts, naming `where` and their rows in the file."
     bad = texts.isna().to_numpy() | texts.astype(str).str.strip().eq('').to_numpy()
     if bad.any():
         rows = file_rows[bad]
@@ -306,8 +316,8 @@ def load_split(name:str|DatasetSpec, # dataset name or spec
     file_rows = df.index.to_numpy(); df = df.reset_index(drop=True)
     tcol = _col(spec, split if spec.test is not None else 'train')
     _need(df, [tcol, spec.label_col], f"{fname} ({spec.name}, {split})")
-    _check_texts(df[tcol], file_rows, f"{fname}, column {tcol!r}")
-    out = pd.DataFrame({'text': df[tcol].astype(str), 'label': _to_ids(df[spec.label_col], spec, f"{fname}, column {spec.label_col!r}")})
+    check_texts(df[tcol], file_rows, f"{fname}, column {tcol!r}")
+    out = pd.DataFrame({'text': df[tcol].astype(str), 'label': label_ids(df[spec.label_col], spec, f"{fname}, column {spec.label_col!r}")})
     _report_conflicts(out, file_rows, f"{fname} ({spec.name})")
     out['row'] = np.arange(len(df))
     for src, per_split in spec.llm.items():
@@ -324,7 +334,7 @@ def load_split(name:str|DatasetSpec, # dataset name or spec
                               f"so llm:{src} is left out"); continue
             if len(side) != len(df): raise ValueError(f"{f}: {len(side)} rows, but {fname} has {len(df)}: LLM labels must be row-aligned")
         _need(side, [col], f"{f or fname} ({spec.name}, llm:{src})")
-        out[f'llm:{src}'] = _to_ids(side[col], spec, f"{f or fname}, column {col!r}", strict=False)
+        out[f'llm:{src}'] = label_ids(side[col], spec, f"{f or fname}, column {col!r}", strict=False)
     if spec.soft_cols:
         _need(df, spec.soft_cols, fname)
         v = df[spec.soft_cols].to_numpy(float); out['soft'] = list(v/v.sum(1, keepdims=True))

@@ -24,8 +24,8 @@ from .mitigate import REMEDIES, RemedyInput, check_remedy, apply_remedy, student
 
 # %% auto #0
 __all__ = ['ID_BASELINE', 'NOT_RESULTS', 'Experiment', 'check_experiment', 'run_id', 'sample_with_demos', 'check_disjoint',
-           'sample', 'annotator_labels', 'train_config', 'oof_probs', 'training_labels', 'load_result', 'write_atomic',
-           'save_run', 'versions', 'balance_weights', 'run_experiment']
+           'sample', 'load_annotator', 'annotator_labels', 'train_config', 'oof_probs', 'training_labels',
+           'load_result', 'write_atomic', 'save_run', 'versions', 'balance_weights', 'run_experiment']
 
 # %% ../nbs/05a_experiment.ipynb #63794c92
 @dataclass
@@ -165,10 +165,10 @@ def sample(exp:Experiment) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 # %% ../nbs/05a_experiment.ipynb #321f914e
 _SERVERS = {}
 
-def _annotator(name:str|None, # None = bundled, 'http(s)://host/v1#model' = a server, else a model name or path
-               dtype:str='float32', # an in-process model's weights dtype (`Experiment.llm_dtype`)
-              ):
-    "The annotator LLM, loaded (or connected) once per process."
+def load_annotator(name:str|None, # None = bundled, 'http(s)://host/v1#model' = a server, else a model name or path
+                   dtype:str='float32', # an in-process model's weights dtype (`Experiment.llm_dtype`)
+                  ):
+    "The annotator LLM `name` names (a `LocalLLM` or a `ServerLLM`), loaded (or connected) once per process."
     from labelnb.annotate import ServerLLM, default_llm
     if name is None or not re.match(r'https?://', name): return default_llm(dtype, name)
     if name not in _SERVERS:
@@ -189,7 +189,7 @@ def annotator_labels(exp:Experiment, # settings (dataset, llm, llm_dtype, n_shot
     from labelnb.annotate import annotate
     spec = get_spec(exp.dataset); check_disjoint(texts, pool)
     return annotate(list(texts), spec.labels, spec.descriptions, spec.task, demos=list(zip(pool.text, pool.label)),
-                    llm=_annotator(exp.llm, exp.llm_dtype), n_shots=exp.n_shots, answer=exp.answer, seed=demo_seed,
+                    llm=load_annotator(exp.llm, exp.llm_dtype), n_shots=exp.n_shots, answer=exp.answer, seed=demo_seed,
                     calibrate=exp.calibrate, cache=cache, progress=progress)
 
 def train_config(exp:Experiment, seed:int|None=None) -> TrainConfig:

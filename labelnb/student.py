@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import read_table, _need, _check_texts as _check_column
+from .data import read_table, _need, check_texts as _check_column
 
 # %% auto #0
 __all__ = ['SavedStudent', 'read_info', 'load_student', 'predict', 'write_table', 'read_texts', 'predict_file', 'predict_cmd',
