@@ -190,9 +190,13 @@ def _done(out:Path, rid:str) -> bool:
     try: load_result(Path(out)/'results'/f"{rid}.json"); return True
     except ValueError: return False
 
+def _partial(out:Path, rid:str) -> Path:
+    "Where papermill writes `rid`'s notebook while it runs: hidden, and named .json so papermill does not warn about it."
+    return out/'notebooks'/f".{rid}.partial.json"
+
 def _promote_partial(out:Path, rid:str):
     "A finished run killed during papermill's last save: keep its notebook if that save is whole, drop it otherwise."
-    part, nbp = out/'notebooks'/f".{rid}.ipynb.partial", out/'notebooks'/f"{rid}.ipynb"
+    part, nbp = _partial(out, rid), out/'notebooks'/f"{rid}.ipynb"
     if not part.exists(): return
     try: json.loads(txt := part.read_text())
     except ValueError: part.unlink(); return
@@ -204,7 +208,7 @@ def _execute(exp, out, rid, notebook, kernel_name, timeout, cache, start_retries
     from papermill.exceptions import PapermillExecutionError
     nb_rel = f"notebooks/{rid}.ipynb"
     (out/'notebooks').mkdir(parents=True, exist_ok=True)
-    part = out/'notebooks'/f".{rid}.ipynb.partial"  # papermill writes as it goes: the notebook appears whole (and redacted) or not at all
+    part = _partial(out, rid)  # papermill writes as it goes: the notebook appears whole (and redacted) or not at all
     params = dict(asdict(exp), out=str(out), cache=cache, **({'datasets': datasets} if datasets else {}))  # the executed notebook records the spec
     t0, err = time.time(), None
     for attempt in range(start_retries):

@@ -84,7 +84,7 @@ def test_kill_then_resume_runs_exactly_the_missing(resumed, tiny_runs):
     ran = [r for r in ids if r not in before]
     assert all((out/'notebooks'/f'{r}.ipynb').exists() for r in ran)   # a run killed in papermill's last save may lose its notebook ...
     assert all(json.loads(p.read_text()) for p in (out/'notebooks').glob('*.ipynb'))   # ... but no notebook is ever half-written
-    assert not list((out/'notebooks').glob('.*.partial'))
+    assert not list((out/'notebooks').glob('.*.partial*'))
     assert not list((out/'results').glob('*.failed.json')) and not list((out/'results').glob('.*tmp'))
 
 
