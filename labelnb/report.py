@@ -20,9 +20,10 @@ from .analysis import stability, plateaus, plot_learning_curves
 # %% auto #0
 __all__ = ['RUN_COLS', 'BASELINE_KEYS', 'GROUP_KEYS', 'PAPER_COLS', 'BASELINE', 'STUDENT_KEYS', 'PAPER', 'PAPER_DATASETS',
            'TRAIN_KEYS', 'ANNOTATOR_KEYS', 'results_dir', 'label_name', 'collapse_of', 'refit_baseline', 'collect',
-           'failures', 'table', 'paper_label', 'side_by_side', 'mitigation_table', 'gold_gaps', 'budget_curve',
-           'budget_table', 'plot_budget_curve', 'plot_by_source', 'plateau_table', 'plot_size_curves', 'claim_verdicts',
-           'training_curves', 'plot_training_curves', 'plot_mitigation_deltas', 'build_report', 'report_cmd']
+           'failures', 'table', 'paper_label', 'side_by_side', 'mitigation_table', 'gold_gaps', 'student_vs_baseline',
+           'budget_curve', 'budget_table', 'plot_budget_curve', 'plot_by_source', 'plateau_table', 'plot_size_curves',
+           'claim_verdicts', 'training_curves', 'plot_training_curves', 'plot_mitigation_deltas', 'build_report',
+           'report_cmd']
 
 # %% ../nbs/07_report.ipynb #4823d287
 def results_dir(out:str|Path) -> Path:
@@ -316,6 +317,29 @@ def gold_gaps(tab:pd.DataFrame, # `table` or `side_by_side` output: gold and unm
             for c in ([m, f'paper_{m}'] if m in paper else [m]): row[c] = sign * (g[c] - r[c]) if g is not None else np.nan
         rows.append(row)
     return pd.DataFrame(rows, columns=cols + [k for k in keys if k not in cols])
+
+# %% ../nbs/07_report.ipynb #a5sb0002
+def student_vs_baseline(tab:pd.DataFrame, # `table` output (x100): student rows and the TF-IDF + LR rows beside them
+                        source:str|None='gold', # the label source compared; None = every one
+                        mitigation:str|None='none', # the remedy of the rows compared; None = every one
+                       ) -> pd.DataFrame:
+    "Each student row against the TF-IDF + LR baseline on the same sample and labels: accuracy and macro-F1 of both, the student's gain, its seed SD of macro-F1 and runs."
+    need = [c for c in ('dataset', 'label', 'student', 'source', 'mitigation', 'acc', 'f1', 'sd_f1', 'n_runs') if c not in tab]
+    if need: raise KeyError(f"tab: no column(s) {need}; give `table` output (it has {list(tab.columns)})")
+    keys = [k for k in GROUP_KEYS if k in tab and k not in STUDENT_KEYS]   # what a baseline row shares with its students
+    key = lambda r, label: (label, *(str(r[k]) for k in keys))
+    base = {key(r, r.label): r for _, r in tab[tab.student != 'encoder'].iterrows()}
+    enc = tab[(tab.student == 'encoder') & (True if source is None else tab.source == source)
+              & (True if mitigation is None else tab.mitigation == mitigation)]
+    rows = []
+    for _, r in enc.iterrows():
+        b = base.get(key(r, BASELINE + r.label)); ba, bf = (b.acc, b.f1) if b is not None else (np.nan, np.nan)
+        rows.append({'dataset': r.dataset, 'label': r.label, **({'n_train': r.n_train} if 'n_train' in tab else {}),
+                     'student_acc': r.acc, 'baseline_acc': ba, 'acc_gain': r.acc - ba, 'student_f1': r.f1, 'baseline_f1': bf,
+                     'f1_gain': r.f1 - bf, 'sd_f1': r.sd_f1, 'n_runs': r.n_runs})
+    cols = ['dataset', 'label', *(['n_train'] if 'n_train' in tab else []), 'student_acc', 'baseline_acc', 'acc_gain', 'student_f1',
+            'baseline_f1', 'f1_gain', 'sd_f1', 'n_runs']
+    return pd.DataFrame(rows, columns=cols)
 
 # %% ../nbs/07_report.ipynb #d2bc0002
 def budget_curve(runs:pd.DataFrame, # `collect` output (runs of routers, the unmitigated LLM source and gold)

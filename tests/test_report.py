@@ -108,3 +108,20 @@ def test_gold_gaps_pair_each_llm_row_with_the_gold_row_of_its_size():
     assert g[['n_train', 'acc', 'sd_f1']].values.tolist() == [[100, 10., 2.], [400, 2., pytest.approx(-.1)]]
     assert g.label.tolist() == ['llm:llama2-70b'] * 2
     assert np.isnan(gold_gaps(tab[tab.source != 'gold']).acc).all()   # no gold row at that size: no gap, not a wrong one
+
+
+def test_student_vs_baseline_pairs_each_student_with_the_baseline_of_its_sample(tmp_path):
+    "Each student row against the TF-IDF + LR row fitted on its own sample and labels, from records: never the baseline of another size."
+    from labelnb.report import student_vs_baseline
+    y = load('imdb', 'test', n=48).label.to_numpy()
+    right = lambda k: np.where(np.arange(48) < k, y, 1 - y)   # the first k of the 48 test items right
+    for n, b, k in ((48, .6, 36), (96, .7, 42)):
+        for s in (0, 1): _record(tmp_path, Experiment(n_train=n, n_test=48, seed=s), right(k), baseline=dict(accuracy=b, macro_f1=b - .1))
+    _record(tmp_path, Experiment(source='llm:llama2-70b', n_train=48, n_test=48), right(30), baseline=dict(accuracy=.5, macro_f1=.4))
+    tab = table(collect(tmp_path))
+    t = student_vs_baseline(tab)
+    assert t.label.tolist() == ['gold', 'gold'] and t.n_train.tolist() == [48, 96] and t.n_runs.tolist() == [2, 2]
+    assert t.student_acc.tolist() == pytest.approx([75., 87.5]) and t.baseline_acc.tolist() == pytest.approx([60., 70.])
+    assert t.acc_gain.tolist() == pytest.approx([15., 17.5]) and t.f1_gain.tolist() == pytest.approx([25., 27.5])
+    assert student_vs_baseline(tab, 'llm:llama2-70b').acc_gain.tolist() == pytest.approx([100 * 30 / 48 - 50])
+    assert np.isnan(student_vs_baseline(tab[tab.student == 'encoder']).baseline_acc).all()   # no baseline rows: NaN, not a wrong match
