@@ -7,16 +7,30 @@ Docs: https://labelnb.github.io/labelnb/estimate.html.md"""
 # %% ../nbs/04a_estimate.ipynb #es000003
 from __future__ import annotations
 import numpy as np, pandas as pd
+from scipy.optimize import brentq
 from scipy.stats import norm
 from .labels import as_ids
 
 # %% auto #0
-__all__ = ['estimate_mean', 'student_accuracy', 'class_shares', 'coverage', 'gold_needed']
+__all__ = ['estimate_mean', 'student_accuracy', 'class_shares', 'coverage', 'gold_needed', 'student_f1']
 
 # %% ../nbs/04a_estimate.ipynb #es000006
 def _check(n_items, **arrays):
     for k, v in arrays.items():
         if len(v) != n_items: raise ValueError(f"{k}: has {len(v)} items, expected {n_items}")
+
+def _ci(method:str, # 'ppi' (power-tuned), 'naive' (Y alone) or 'llm_only' (Yhat and Yhat_unlabeled pooled)
+        Y, Yhat, Yhat_unlabeled, # float arrays as in `estimate_mean`
+        alpha:float, # 1 - coverage
+       ) -> tuple:
+    "ppi-python's (lower, upper) interval of one mean, by `method`."
+    from ppi_py import ppi_mean_ci, classical_mean_ci
+    if method == 'naive': lo, hi = classical_mean_ci(Y, alpha=alpha)
+    elif method == 'llm_only': lo, hi = classical_mean_ci(np.concatenate([Yhat, Yhat_unlabeled]), alpha=alpha)
+    else:   # a constant proxy carries nothing and makes power tuning 0/0: PPI is then the naive interval (lam = 0)
+        lam = 0. if np.ptp(np.concatenate([Yhat, Yhat_unlabeled])) == 0 else None
+        lo, hi = ppi_mean_ci(Y, Yhat, Yhat_unlabeled, alpha=alpha, lam=lam)
+    return float(np.ravel(lo)[0]), float(np.ravel(hi)[0])
 
 def estimate_mean(Y, # [n] or [n, d] gold-based values on the gold items (e.g. 1 = the student is right)
                   Yhat, # the same, LLM-based, on the same gold items
@@ -24,7 +38,6 @@ def estimate_mean(Y, # [n] or [n, d] gold-based values on the gold items (e.g. 1
                   alpha:float=0.05, # 1 - coverage
                  ) -> pd.DataFrame:
     "PPI, naive (gold only) and LLM-only estimates of a mean, with intervals; one row per method (and coordinate)."
-    from ppi_py import ppi_mean_ci, ppi_mean_pointestimate, classical_mean_ci
     Y, Yhat, Yu = (np.asarray(a, float) for a in (Y, Yhat, Yhat_unlabeled))
     if Y.ndim == 2:   # one coordinate at a time: each gets its own power tuning
         return pd.concat([estimate_mean(Y[:, j], Yhat[:, j], Yu[:, j], alpha).assign(coord=j) for j in range(Y.shape[1])], ignore_index=True)
@@ -32,13 +45,11 @@ def estimate_mean(Y, # [n] or [n, d] gold-based values on the gold items (e.g. 1
     if len(Yu) < 1: raise ValueError("Yhat_unlabeled: no items without gold; PPI needs LLM labels beyond the gold set")
     _check(len(Y), Yhat=Yhat)
     if not (0 < alpha < 1): raise ValueError(f"alpha: must be in (0, 1), got {alpha}")
-    lo, hi = ppi_mean_ci(Y, Yhat, Yu, alpha=alpha); pe = ppi_mean_pointestimate(Y, Yhat, Yu)
-    nlo, nhi = classical_mean_ci(Y, alpha=alpha)
-    allhat = np.concatenate([Yhat, Yu]); z = norm.ppf(1 - alpha / 2); se = allhat.std(ddof=1) / np.sqrt(len(allhat))
-    f = lambda a: float(np.ravel(a)[0])
-    out = pd.DataFrame([dict(coord=0, method=m, estimate=f(e), lower=f(l), upper=f(h), n_gold=len(Y), n_llm=len(allhat))
-                        for m, e, l, h in [('ppi', pe, lo, hi), ('naive', Y.mean(), nlo, nhi),
-                                           ('llm_only', allhat.mean(), allhat.mean() - z * se, allhat.mean() + z * se)]])
+    rows = []
+    for m in ('ppi', 'naive', 'llm_only'):   # each interval is estimate +- z se, so the estimate is its midpoint
+        lo, hi = _ci(m, Y, Yhat, Yu, alpha)
+        rows.append(dict(coord=0, method=m, estimate=(lo + hi) / 2, lower=lo, upper=hi, n_gold=len(Y), n_llm=len(Y) + len(Yu)))
+    out = pd.DataFrame(rows)
     out['width'] = out.upper - out.lower
     return out
 
@@ -76,22 +87,23 @@ def class_shares(llm, # [N] the LLM's labels (-1 = abstention)
 # %% ../nbs/04a_estimate.ipynb #es000016
 def coverage(estimate, # gold [N] with NaN for unknown -> a frame with `method`, `lower`, `upper`, `width` (e.g. a `student_accuracy` partial)
              gold, # [N] gold class ids of every item (a task with full gold)
-             truth:float, # the true value of the estimand on all N items
+             truth, # the true value of the estimand on all N items; or {class: value} for a frame with a `class` column
              n_gold=(50, 100, 200, 400), # gold-set sizes to try
              draws:int=200, # resamples per size
              seed:int=0,
             ) -> pd.DataFrame:
-    "Per method and gold-set size: the share of draws whose interval holds `truth`, and the mean width."
-    g = np.asarray(gold, float); rows = []
+    "Per method and gold-set size (and class): the share of draws whose interval holds `truth`, and the mean width."
+    g = np.asarray(gold, float); rows = []; per_class = isinstance(truth, dict)
     for n in n_gold:
         if not (2 <= n < len(g)): raise ValueError(f"n_gold: {n} must be in [2, {len(g) - 1}]")
         rng = np.random.default_rng([seed, n])
         for d in range(draws):
             part = np.full(len(g), np.nan); i = rng.choice(len(g), n, replace=False); part[i] = g[i]
-            e = estimate(part)
-            rows.append(e.assign(n_gold=n, draw=d, covered=(e.lower <= truth) & (truth <= e.upper)))
+            e = estimate(part); t = e['class'].map(truth) if per_class else truth
+            rows.append(e.assign(n_gold=n, draw=d, covered=(e.lower <= t) & (t <= e.upper)))
     r = pd.concat(rows, ignore_index=True)
-    return r.groupby(['method', 'n_gold'], sort=False).agg(coverage=('covered', 'mean'), width=('width', 'mean'), draws=('draw', 'nunique')).reset_index()
+    keys = ['method', 'n_gold'] + (['class'] if per_class else [])
+    return r.groupby(keys, sort=False).agg(coverage=('covered', 'mean'), width=('width', 'mean'), draws=('draw', 'nunique')).reset_index()
 
 # %% ../nbs/04a_estimate.ipynb #es000020
 def gold_needed(Y, # [m] pilot gold-based values (e.g. 1 = the student is right on a gold item)
@@ -112,3 +124,41 @@ def gold_needed(Y, # [m] pilot gold-based values (e.g. 1 = the student is right 
     ns = np.arange(2, max(N, naive) + 1)
     ok = ns[z2 * np.array([var(n) for n in ns]) <= half_width ** 2] if len(ns) < 200000 else ns[:0]
     return dict(ppi=int(ok[0]) if len(ok) else None, naive=naive, N=N, half_width=half_width, pilot=len(Y))
+
+# %% ../nbs/04a_estimate.ipynb #es000026
+def _invert(method:str, # as in `_ci`
+            A:tuple, B:tuple, # (gold-based on gold items, LLM-based on gold items, LLM-based elsewhere) values of A and B
+            alpha:float, # 1 - coverage
+            xtol:float=1e-6, # precision of the ends
+           ) -> tuple:
+    "(estimate, lower, upper) of f in [0, 1] solving E(A - fB) = 0: every f whose `method` interval of that mean holds 0."
+    ci = lambda f: _ci(method, *(a - f * b for a, b in zip(A, B)), alpha)
+    root = lambda h, a, b: a if h(a) <= 0 else b if h(b) >= 0 else brentq(h, a, b, xtol=xtol)   # h falls with f, as B >= 0
+    est = root(lambda f: sum(ci(f)) / 2, 0., 1.)
+    return est, root(lambda f: ci(f)[0], 0., est), root(lambda f: ci(f)[1], est, 1.)
+
+def student_f1(pred, # [N] the student's predicted class ids
+               llm, # [N] the LLM's labels of the same items (-1 = abstention: no class)
+               gold, # [N] gold class ids where known, NaN or -1 elsewhere
+               K:int, # number of classes
+               alpha:float=0.05, # 1 - coverage
+               classes=None, # class ids to estimate (default: all K)
+              ) -> pd.DataFrame:
+    "Each class's F1 of the student's predictions: PPI, naive (gold items only) and LLM-only estimates with intervals."
+    pred, llm = as_ids(pred, K, 'pred', abstain=False), as_ids(llm, K, 'llm'); _check(len(pred), llm=llm)
+    g, has = _split_gold(gold, len(pred))
+    bad = g[has][(g[has] >= K) | (g[has] != np.round(g[has]))]
+    if bad.size: raise ValueError(f"gold: class ids must be integers in 0..{K - 1}; got {', '.join(f'{x:g}' for x in np.unique(bad)[:5])}")
+    gi = np.where(has, g, -1).astype(int); rows = []
+    for k in (range(K) if classes is None else as_ids(np.atleast_1d(classes), K, 'classes', abstain=False)):
+        if not (gi == k).any(): raise ValueError(f"gold: no gold item is of class {k}, so its F1 has nothing to be checked against "
+                                                 f"(label some, or leave it out with `classes`)")
+        P, Yg, Yl = (pred == k).astype(float), (gi == k).astype(float), (llm == k).astype(float)
+        a, ah, b, bh = 2 * P * Yg, 2 * P * Yl, P + Yg, P + Yl
+        A, B = (a[has], ah[has], ah[~has]), (b[has], bh[has], bh[~has])
+        for m in ('ppi', 'naive', 'llm_only'):
+            e, lo, hi = _invert(m, A, B, alpha)
+            rows.append(dict({'class': int(k)}, method=m, estimate=e, lower=lo, upper=hi, n_gold=int(has.sum()), n_llm=len(pred)))
+    out = pd.DataFrame(rows)
+    out['width'] = out.upper - out.lower
+    return out.assign(target='f1')
