@@ -41,6 +41,7 @@ class Experiment:
     n_test:int=48 # gold test examples, a fixed sample (the paper: up to 2,000)
     encoder:str|None=None # student: hub name or local folder; None = bundled all-MiniLM-L6-v2 (the paper: roberta-base)
     max_length:int=TrainConfig.max_length # encoder tokens per text (default: the recipe's, `TrainConfig`)
+    head_tokens:int|None=None # texts longer than `max_length` keep this many first tokens and the rest from the end (Sun et al. 2019); None = first tokens only
     epochs:int=TrainConfig.epochs # fine-tuning epochs (the recipe's; the paper: 3)
     batch_size:int=TrainConfig.batch_size # training batch size (the recipe's; the paper: 16)
     lr:float=TrainConfig.lr # peak learning rate (the recipe's, chosen on validation data; the paper: 2e-5)
@@ -59,6 +60,8 @@ class Experiment:
         for f in fields(self):  # YAML and the command line give 5 for 5.0, '1' for 1: store one canonical type
             v, t = getattr(self, f.name), str(f.type)
             if v is None and not t.endswith('None'): raise ValueError(f"{f.name}: expected {t}, got None (null)")
+            if t.endswith('None') and isinstance(v, float) and (v != v or t.startswith('int')):  # from a table: NaN, or 64.0
+                v = None if v != v else _int(v); setattr(self, f.name, v)
             if v is None or t.endswith('None'): continue
             try: setattr(self, f.name, {'int': _int, 'float': float, 'str': str, 'bool': _bool}.get(t, lambda x: x)(v))
             except (TypeError, ValueError): raise ValueError(f"{f.name}: expected {t}, got {v!r}") from None
@@ -68,6 +71,8 @@ class Experiment:
         if not (self.source in ('gold', 'annotator') or (self.source.startswith('llm:') and len(self.source) > 4)):
             raise ValueError(f"source: {self.source!r} is not 'gold', 'annotator' or 'llm:<name>'")
         self.setting = check_remedy(self.mitigation, self.setting, self.source)  # its default for 0, its own check
+        if self.head_tokens is not None and not 0 <= self.head_tokens < self.max_length:
+            raise ValueError(f"head_tokens: must be in 0..{self.max_length - 1} (below max_length={self.max_length}) or None, got {self.head_tokens}")
         for name in ('n_train', 'n_test', 'epochs', 'batch_size', 'max_length'):
             if getattr(self, name) < 1: raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ('seed', 'sample_seed', 'n_shots', 'n_demo_pool', 'num_threads'):
@@ -112,7 +117,8 @@ def check_experiment(exp:Experiment) -> Experiment:
 # %% ../nbs/05a_experiment.ipynb #343381ae
 ID_BASELINE = dict(dataset='imdb', source='gold', mitigation='none', setting=0.0, seed=0, sample_seed=0, n_train=48, n_test=48,
                    encoder=None, max_length=32, epochs=1, batch_size=16, lr=2e-5, num_threads=0, llm=None, n_shots=3, n_demo_pool=32,
-                   llm_dtype='float32', calibrate=True, bf16=False, balance=False, answer='index', save_student=False)  # frozen: what a run id is measured against
+                   llm_dtype='float32', calibrate=True, bf16=False, balance=False, answer='index', save_student=False,
+                   head_tokens=None)  # frozen: what a run id is measured against
 NOT_RESULTS = ('save_student',)  # what a run keeps, not what it computes: left out of its id and its record's `params`
 
 def run_id(exp:Experiment) -> str:
@@ -195,7 +201,7 @@ def annotator_labels(exp:Experiment, # settings (dataset, llm, llm_dtype, n_shot
 def train_config(exp:Experiment, seed:int|None=None) -> TrainConfig:
     "The student's `TrainConfig` for `exp` (with another `seed` if given)."
     from labelnb.train import TrainConfig
-    return TrainConfig(model=exp.encoder, epochs=exp.epochs, batch_size=exp.batch_size, lr=exp.lr, max_length=exp.max_length,
+    return TrainConfig(model=exp.encoder, epochs=exp.epochs, batch_size=exp.batch_size, lr=exp.lr, max_length=exp.max_length, head_tokens=exp.head_tokens,
                        seed=exp.seed if seed is None else seed, num_threads=exp.num_threads or None, bf16=exp.bf16)
 
 def oof_probs(exp:Experiment, # settings (the student's, and `setting` = folds)
