@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt, seaborn as sns
 
-from .experiment import Experiment, load_result, sample, training_labels
+from .experiment import Experiment, ID_BASELINE, load_result, sample, training_labels
 from .data import load_split
 from .mitigate import REMEDIES, ROUTERS
 from .analysis import stability, plateaus, plot_learning_curves
@@ -101,7 +101,7 @@ def collect(out:str|Path, # sweep folder (or its results/ folder)
         if f.name.endswith('.failed.json'): continue
         try: r = load_result(f)
         except ValueError as e: warnings.warn(str(e)); continue   # listed by `failures`
-        p, lab = r['params'], r['labels']
+        p, lab = {**{k: ID_BASELINE[k] for k in Experiment.names() if k not in r['params']}, **r['params']}, r['labels']   # a field newer than the run: the value it had
         pf = res/r['predictions'] if r.get('predictions') else None
         preds = pd.read_parquet(pf) if pf is not None and pf.exists() else None
         collapsed, why = collapse_of(r, preds)
@@ -262,7 +262,7 @@ def side_by_side(tab:pd.DataFrame, # `table` output (x100)
     return m[cols + [c for k in PAPER_COLS for c in (k, f'paper_{k}')]]
 
 # %% ../nbs/07_report.ipynb #10bc7964
-TRAIN_KEYS = ['dataset', 'sample_seed', 'n_train', 'n_test', 'encoder', 'max_length', 'epochs', 'batch_size', 'lr']
+TRAIN_KEYS = ['dataset', 'sample_seed', 'n_train', 'n_test', 'encoder', 'max_length', 'head_tokens', 'epochs', 'batch_size', 'lr']
 ANNOTATOR_KEYS = ['llm', 'n_shots', 'n_demo_pool', 'calibrate']
 
 def mitigation_table(tab:pd.DataFrame, # `table` output
