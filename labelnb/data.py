@@ -6,7 +6,7 @@ Docs: https://labelnb.github.io/labelnb/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #4e9af836
 from __future__ import annotations
-import json, os, re, warnings
+import hashlib, json, os, re, warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -15,7 +15,7 @@ from .labels import as_ids
 # %% auto #0
 __all__ = ['REGISTRY', 'TRAIN_CAP', 'TEST_CAP', 'data_root', 'read_table', 'DatasetSpec', 'get_spec', 'register', 'user_spec',
            'offline', 'fetch_table', 'label_ids', 'check_texts', 'load_split', 'stratified_order', 'load', 'labels_of',
-           'agreement', 'spec_from_dict', 'spec_to_dict', 'read_specs', 'register_specs']
+           'agreement', 'spec_from_dict', 'spec_to_dict', 'read_specs', 'register_specs', 'dataset_fingerprint']
 
 # %% ../nbs/00_data.ipynb #a2c5ca17
 def data_root(root:str|Path|None=None, # folder to use; overrides `LABELNB_DATA`
@@ -509,3 +509,30 @@ def register_specs(src, # what `read_specs` reads
                   ) -> list[DatasetSpec]:
     "Register every dataset declared in `src`; return their specs."
     return [register(s) for s in read_specs(src, base)]
+
+# %% ../nbs/00_data.ipynb #fp0a7a02
+_FILE_HASHES = {}   # (resolved path, size, mtime in ns) -> SHA-256 of the bytes: each file version is read once per process
+
+def _file_print(p:Path) -> str:
+    "`size:sha256` of the local file `p`, hashed once per (path, size, modification time)."
+    st = p.stat(); key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with open(p, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+        _FILE_HASHES[key] = h.hexdigest()
+    return f"{st.st_size}:{_FILE_HASHES[key]}"
+
+def dataset_fingerprint(name:str, # dataset name, optionally `name:param`
+                        root:str|Path|None=None, # data folder relative paths are read from (default `data_root()`)
+                       ) -> str|None:
+    "A hash of what defines the dataset you registered under `name` (its spec's fields, its local files' sizes and contents); None for a built-in."
+    spec = user_spec(name)
+    if spec is None: return None
+    root, files = data_root(root), {}
+    for f in dict.fromkeys([spec.train, spec.test, *(x[0] for per in spec.llm.values() for x in per.values())]):
+        if f is None or re.match(r'(hf:|https?://)', f): continue   # a hub dataset or a URL: known by its name in the spec
+        p = Path(f); p = p if p.is_absolute() else (root or Path('.'))/p   # where `load_split` reads it
+        if p.exists(): files[f] = _file_print(p)   # missing: fetched from `spec.online`, which the spec names
+    return hashlib.sha256(json.dumps(dict(spec=spec_to_dict(spec), files=files), sort_keys=True).encode()).hexdigest()[:16]
+

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import numpy as np, pandas as pd
 
 import labelnb
-from .data import get_spec, load, load_split, stratified_order, labels_of
+from .data import get_spec, load, load_split, stratified_order, labels_of, dataset_fingerprint
 from .recipe import TrainConfig, git_commit   # the student's recipe, torch-free: a run's training settings default to it
 from .metrics import classification_metrics
 from .labels import hard_labels
@@ -128,6 +128,7 @@ def run_id(exp:Experiment) -> str:
     if missing: raise KeyError(f"ID_BASELINE lacks {sorted(missing)}: give every new Experiment field the value old runs had")
     p = {k: v for k, v in asdict(exp).items() if k not in NOT_RESULTS}; p['llm'] = p['llm'] and strip_credentials(p['llm'])[0]   # a password changes no result
     changed = {k: v for k, v in p.items() if v != ID_BASELINE[k]}  # a new setting left at its old value keeps old ids valid
+    if (fp := dataset_fingerprint(exp.dataset)) is not None: changed['dataset_fingerprint'] = fp   # a declared dataset: its spec and files
     h = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
     return re.sub(r'[^A-Za-z0-9.=+-]+', '_', f"{exp.dataset}-{exp.source}{mit}-n{exp.n_train}-s{exp.seed}") + f"-{h}"
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 import labelnb
 from .experiment import Experiment, check_experiment, run_id, write_atomic, load_result, _clean
 from .server import SECRET_NAME, secret_values, redact
-from .data import REGISTRY, register, read_specs, spec_to_dict, user_spec
+from .data import REGISTRY, register, register_specs, read_specs, spec_to_dict, user_spec
 
 # %% auto #0
 __all__ = ['KERNEL_PREFIX', 'load_grid', 'expand_grid', 'remove_stale_kernel_dirs', 'IPCKernelManager', 'default_notebook',
@@ -170,12 +170,14 @@ def execute_run(exp:Experiment, # the grid point
                 datasets:list|None=None, # declared dataset specs the notebook registers; None = `run_datasets(exp)`
                ) -> dict:
     "Execute the experiment notebook for `exp` with papermill; on failure write `<run-id>.failed.json`. Returns a status row."
+    datasets = run_datasets(exp) if datasets is None else datasets
+    register_specs(datasets)   # a pool or Ray worker knows only the built-in datasets, and a declared one's spec and files are in its run id
     out = Path(out).resolve(); rid = run_id(exp)
     lock = _claim(out, rid)
     if lock is None: return dict(run_id=rid, status='busy', seconds=0.0, error=None)   # another sweep is running it
     try:
         if _done(out, rid): return dict(run_id=rid, status='done', seconds=0.0, error=None)   # finished by another sweep meanwhile
-        return _execute(exp, out, rid, notebook, kernel_name, timeout, cache, start_retries, run_datasets(exp) if datasets is None else datasets)
+        return _execute(exp, out, rid, notebook, kernel_name, timeout, cache, start_retries, datasets)
     finally: lock.close()
 
 def _claim(out:Path, rid:str):

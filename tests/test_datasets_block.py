@@ -108,3 +108,31 @@ def test_ray_runs_a_declared_dataset(user_data, tmp_path, monkeypatch):
     st = run_sweep(user_data/'grid_ray.yaml', tmp_path/'o', executor='ray', progress=False)
     assert st.status.tolist() == ['ran'], st.error.tolist()
     check_run(only_result(tmp_path/'o'), tmp_path/'o', user_data, 'my_reviews_ray', 'llm:llama')
+
+
+def test_edited_csv_is_run_again_unchanged_is_skipped(user_data, tmp_path):
+    "A declared dataset's run id covers its spec and files: after an edit of its CSV a rerun into the same folder trains on the new data."
+    data = tmp_path/'data'; data.mkdir()
+    for split in ('train', 'test'): (data/f'reviews_{split}.csv').write_bytes((user_data/f'reviews_{split}.csv').read_bytes())
+    grid = {'datasets': {'my_reviews_edit': SPEC}, 'base': {'dataset': 'my_reviews_edit', 'source': 'llm:llama', **TINY}, 'grid': {'seed': [0]}}
+    (data/'grid.yaml').write_text(yaml.safe_dump(grid, sort_keys=False))
+    out = tmp_path/'o'
+    r = labelnb('sweep', data/'grid.yaml', '--out', out)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    first = only_result(out)
+    assert first['labels']['label_accuracy'] > 0.8   # Llama-2-70B's labels
+    again = labelnb('sweep', data/'grid.yaml', '--out', out)   # nothing changed: the same id, skipped
+    assert again.returncode == 0 and 'done' in again.stdout and only_result(out) == first, again.stdout[-2000:]
+    tr = pd.read_csv(data/'reviews_train.csv'); tr['llama_says'] = tr.llama_says.map({'neg': 'pos', 'pos': 'neg', 'unsure': 'unsure'})
+    tr.to_csv(data/'reviews_train.csv', index=False)   # the user edits the LLM column (here: swaps its two labels)
+    r = labelnb('sweep', data/'grid.yaml', '--out', out)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    recs = {p.stem: json.loads(p.read_text()) for p in (out/'results').glob('*.json') if not p.name.endswith('.failed.json')}
+    assert set(recs) > {first['run_id']} and len(recs) == 2, sorted(recs)   # a new run beside the old one, which is kept as it was
+    assert recs[first['run_id']] == first
+    (new,) = [v for k, v in recs.items() if k != first['run_id']]
+    assert new['run_id'].startswith('my_reviews_edit-llm_llama-n32-s0-') and new['params'] == first['params']
+    register(spec_from_dict(SPEC, 'my_reviews_edit', base=data))
+    check_run(new, out, data, 'my_reviews_edit', 'llm:llama')   # its training labels are the edited column, now mostly wrong
+    assert new['labels']['label_accuracy'] < 0.2 and new['labels']['label_accuracy'] + first['labels']['label_accuracy'] == pytest.approx(1)
+    assert run_id(Experiment(**new['params'])) == new['run_id']   # this process, the sweep and the run's kernel agree on the id
