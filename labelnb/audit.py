@@ -16,9 +16,9 @@ from .labels import scores
 
 # %% auto #0
 __all__ = ['AUDIT_REMEDIES', 'AuditData', 'read_audit_data', 'Splits', 'gold_needed', 'split_items', 'annotate_items', 'Option',
-           'audit_options', 'train_options', 'label_quality', 'student_table', 'copied_errors', 'option_costs',
-           'recommend', 'verdict', 'load_audit', 'report_tables', 'template', 'write_report', 'keep_student', 'audit',
-           'audit_cmd']
+           'audit_options', 'train_options', 'label_quality', 'student_table', 'class_f1', 'copied_errors',
+           'option_costs', 'recommend', 'verdict', 'load_audit', 'report_tables', 'template', 'write_report',
+           'keep_student', 'audit', 'audit_cmd']
 
 # %% ../nbs/12_audit.ipynb #au000006
 def _canon(s:pd.Series) -> pd.Series:
@@ -278,6 +278,7 @@ def label_quality(gold, # gold class ids of the gold items
 
 # %% ../nbs/12_audit.ipynb #au000026
 def _probs(g:pd.DataFrame) -> np.ndarray: return np.array(g.probs.tolist(), float)
+def _seeds(g:pd.DataFrame, rows) -> np.ndarray: return np.stack([h.set_index('row').pred.loc[rows].to_numpy() for _, h in g.groupby('seed')])
 
 def student_table(items:pd.DataFrame, # the items (`row`, `gold`, the audited source)
                   preds:pd.DataFrame, # `train_options` predictions
@@ -293,7 +294,7 @@ def student_table(items:pd.DataFrame, # the items (`row`, `gold`, the audited so
     ev, un = items.row.to_numpy()[splits.eval], items.row.to_numpy()[splits.unlabeled]
     rows = []
     for (opt, kind), g in preds.groupby(['option', 'kind'], sort=False):
-        P = np.stack([h.set_index('row').pred.loc[np.r_[ev, un]].to_numpy() for _, h in g.groupby('seed')])
+        P = _seeds(g, np.r_[ev, un])
         y, n = by_row.gold.loc[ev].to_numpy(), len(ev)
         sc = [scores(y, p[:n], K) for p in P]
         row = dict(option=opt, kind=kind, runs=len(P), accuracy=np.mean([s['accuracy'] for s in sc]), macro_f1=np.mean([s['macro_f1'] for s in sc]))
@@ -310,6 +311,39 @@ def student_table(items:pd.DataFrame, # the items (`row`, `gold`, the audited so
             'naive_lower', 'naive_upper', 'alpha', 'alpha_mark', 'unchanged']
     t = pd.DataFrame(rows)
     return t[[c for c in cols if c in t]]
+
+# %% ../nbs/12_audit.ipynb #au000051
+def class_f1(items:pd.DataFrame, # the items (`row`, `gold`, the audited source)
+             preds:pd.DataFrame, # `train_options` predictions
+             splits:Splits, # where the items went
+             labels:list, # class names
+             source:str, # the audited `llm:<name>` column
+             alpha:float=0.05, # 1 - coverage of the intervals
+            ) -> pd.DataFrame:
+    "One row per option, kind and class with gold: F1 over seeds (mean) on the held-out gold items, its PPI and naive intervals, the LLM-only F1."
+    from sklearn.metrics import f1_score
+    from labelnb.estimate import student_f1
+    K, by_row = len(labels), items.set_index('row')
+    ev, un = items.row.to_numpy()[splits.eval], items.row.to_numpy()[splits.unlabeled]
+    y = by_row.gold.loc[ev].to_numpy(); n_k = np.bincount(y, minlength=K); has = np.flatnonzero(n_k > 0)
+    llm, gold = by_row[source].loc[np.r_[ev, un]].to_numpy(), np.r_[y, np.full(len(un), np.nan)]
+    parts = []
+    for (opt, kind), g in preds.groupby(['option', 'kind'], sort=False):
+        P = _seeds(g, np.r_[ev, un])
+        f1 = np.mean([f1_score(y, p[:len(ev)], labels=has, average=None, zero_division=0) for p in P], 0)
+        t = pd.DataFrame(dict(option=opt, kind=kind, label=[labels[k] for k in has], gold_n=n_k[has], f1=f1))
+        if len(un):   # student_f1 needs LLM-labelled items beyond the gold ones, as student_accuracy does
+            e = pd.concat([student_f1(p, llm, gold, K, alpha, classes=has) for p in P]).groupby(['method', 'class'])[['estimate', 'lower', 'upper']].mean()
+            m = lambda meth, col: e.loc[meth].loc[has, col].to_numpy()
+            t = t.assign(ppi_f1=m('ppi', 'estimate'), ppi_lower=m('ppi', 'lower'), ppi_upper=m('ppi', 'upper'),
+                         naive_lower=m('naive', 'lower'), naive_upper=m('naive', 'upper'), llm_only_f1=m('llm_only', 'estimate'))
+        parts.append(t)
+    gone = [k for k in range(K) if n_k[k] == 0]
+    if gone: parts.append(pd.DataFrame([dict(option='all', kind='all', label=labels[k], gold_n=0,
+                                             note=f"no gold item of this class among the {len(ev)} held-out evaluation items: its F1 has nothing "
+                                                  f"to be checked against and is left out (label some of its items)") for k in gone]))
+    out = pd.concat(parts, ignore_index=True)
+    return out.assign(note=out.note.fillna('')) if gone else out
 
 # %% ../nbs/12_audit.ipynb #au000028
 def copied_errors(items:pd.DataFrame, # the items
@@ -416,15 +450,16 @@ def load_audit(folder:str|Path, # an audit's output folder (or its temporary fol
 
 def report_tables(a:dict, # `load_audit` output
                  ) -> dict:
-    "Every table of the report, from an audit's files: quality, students, copied errors, costs, the recommendation and the verdict."
+    "Every table of the report, from an audit's files: quality, students, per-class F1, copied errors, costs, the recommendation and the verdict."
     r, items, sp, labels, src = a['record'], a['items'], a['splits'], a['labels'], a['source']
     has = items.gold.to_numpy() >= 0
     q = label_quality(items.gold[has], items[src][has], labels)
     t = student_table(items, a['preds'], sp, labels, src)
+    f1 = class_f1(items, a['preds'], sp, labels, src)
     summ, ex = copied_errors(items, a['preds'], sp, labels, src)
     c = option_costs(t, r['options'], r.get('price_gold'), r.get('price_llm'), r.get('runs'))
     rec = recommend(c)
-    return dict(quality=q, students=t, inheritance=summ, copied=ex, costs=c, recommendation=rec, verdict=verdict(r, q, t, rec))
+    return dict(quality=q, students=t, class_f1=f1, inheritance=summ, copied=ex, costs=c, recommendation=rec, verdict=verdict(r, q, t, rec))
 
 def template() -> Path:
     "The report notebook papermill executes, `nbs/experiments/audit.ipynb` beside the package."

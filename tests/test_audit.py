@@ -96,12 +96,15 @@ def test_label_quality_is_the_llm_against_the_gold_items(jig):
 def test_student_numbers_match_the_library(jig):
     from labelnb.labels import scores
     from labelnb.analysis import stability
-    from labelnb.estimate import student_accuracy
+    from labelnb.estimate import student_accuracy, student_f1
+    from sklearn.metrics import f1_score
     items, preds, K = jig['items'].set_index('row'), jig['preds'], len(jig['names'])
     ev, un = items.index[items.part == 'eval'].to_numpy(), items.index[items.part == 'unlabeled'].to_numpy()
     y, src = items.gold.loc[ev].to_numpy(), jig['record']['source']
     t = report_table(jig['nb'], 'students'); st = report_table(jig['nb'], 'stability')
     assert {(o, k) for o, k in zip(t.option, t.kind)} == {(o, k) for o in ['llm', 'gold', 'relabel'] for k in ['student', 'tfidf']}
+    f1 = report_table(jig['nb'], 'class_f1').set_index(['option', 'kind', 'label'])   # both classes have gold among the evaluation items
+    assert set(f1.index) == {(o, k, l) for o, k in zip(t.option, t.kind) for l in jig['names']} and 'note' not in f1
     for _, row in t.iterrows():
         g = preds[(preds.option == row.option) & (preds.kind == row.kind)]
         P = np.stack([h.set_index('row').pred.loc[ev].to_numpy() for _, h in g.groupby('seed')])
@@ -113,6 +116,14 @@ def test_student_numbers_match_the_library(jig):
         e = pd.concat([student_accuracy(p, items[src].loc[np.r_[ev, un]].to_numpy(), np.r_[y, np.full(len(un), np.nan)]) for p in Pall])
         ppi = e[e.method == 'ppi'][['estimate', 'lower', 'upper']].mean()
         assert (row.ppi_accuracy, row.ppi_lower, row.ppi_upper) == pytest.approx(tuple(ppi), abs=1e-4)
+        ef = pd.concat([student_f1(p, items[src].loc[np.r_[ev, un]].to_numpy(), np.r_[y, np.full(len(un), np.nan)], K) for p in Pall])
+        ef = ef[ef.method == 'ppi'].groupby('class')[['estimate', 'lower', 'upper']].mean()
+        own = np.mean([f1_score(y, p, labels=range(K), average=None, zero_division=0) for p in P], 0)
+        for c, name in enumerate(jig['names']):
+            r = f1.loc[(row.option, row.kind, name)]
+            assert r.gold_n == (y == c).sum() and r.f1 == pytest.approx(own[c], abs=1e-4)
+            assert (r.ppi_f1, r.ppi_lower, r.ppi_upper) == pytest.approx(tuple(ef.loc[c]), abs=1e-4)
+            assert 0 <= r.ppi_lower <= r.ppi_f1 <= r.ppi_upper <= 1 and r.naive_lower <= r.f1 <= r.naive_upper
         if row.kind == 'student':
             s = stability(P, y, jig['names']).iloc[0]; srow = st[st.option == row.option].iloc[0]
             assert row.macro_f1_sd == pytest.approx(s.f1_std, abs=1e-4) and row.accuracy_sd == pytest.approx(s.acc_std, abs=1e-4)
