@@ -28,10 +28,11 @@ __all__ = ['KERNEL_PREFIX', 'load_grid', 'expand_grid', 'remove_stale_kernel_dir
 
 # %% ../nbs/06_sweep.ipynb #f3621a35
 class _UniqueKeys(yaml.SafeLoader):
-    "A YAML loader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."
+    "A YAML loader that refuses a key given twice in one mapping (PyYAML silently keeps the last); `<<: *anchor` merges are allowed."
     def construct_mapping(self, node, deep=False):
         seen = set()
         for k, _ in node.value:
+            if k.tag == 'tag:yaml.org,2002:merge': continue   # `<<: *anchor` reuses a block; its keys may be overridden
             key = self.construct_object(k, deep=deep)
             if key in seen: raise yaml.constructor.ConstructorError(None, None, f"duplicated key {key!r}", k.start_mark)
             seen.add(key)

@@ -389,3 +389,24 @@ def test_kill_9_of_a_pool_sweep_leaves_no_worker_and_no_kernel_files(tmp_path):
     assert not alive, [(p.pid, p.cmdline()[:3]) for p in alive]
     left = [d for d in Path(tempfile.gettempdir()).glob('labelnb-kernel-*') if any(d.name.startswith(f'labelnb-kernel-{p}-') for p in pids)]
     assert not left, left
+
+
+def test_routing_grid_reuses_the_paper_runs():
+    "routing.yaml (written with YAML anchors) expands, passes every check, and shares the paper grid's Jigsaw confidence-filter runs."
+    paper = {run_id(e) for e in expand_grid(ROOT/'nbs'/'experiments'/'paper.yaml')}
+    exps = expand_grid(ROOT/'nbs'/'experiments'/'routing.yaml')
+    ids = [run_id(e) for e in exps]
+    assert len(ids) == len(set(ids)) > 300
+    shared = {(e.dataset, e.mitigation, e.setting) for e in exps if run_id(e) in paper}   # Table 2's filters at 5% and 25%, 5 seeds each
+    assert shared == {(d, m, s) for d, m in (('toxic_jigsaw', 'confidence'), ('toxic', 'entropy')) for s in (0.05, 0.25)}
+    assert len(set(ids) & paper) == 20
+    assert {e.head_tokens for e in exps if e.dataset == 'imdb'} == {64}   # the IMDB recipe of paper.yaml
+    assert {e.setting for e in exps if e.mitigation == 'random'} == {0.01, 0.05, 0.1, 0.25}
+
+
+def test_a_merge_key_may_be_overridden_but_a_key_not_repeated(tmp_path):
+    g = tmp_path/'g.yaml'
+    g.write_text("grid:\n  - &a {dataset: mr, n_train: 8}\n  - {<<: *a, n_train: 16}\n")
+    assert [e.n_train for e in expand_grid(g)] == [8, 16]
+    g.write_text("grid:\n  - {dataset: mr, n_train: 8, n_train: 16}\n")
+    with pytest.raises(ValueError, match="duplicated key 'n_train'"): expand_grid(g)
