@@ -13,17 +13,17 @@ import numpy as np, pandas as pd
 import matplotlib.pyplot as plt, seaborn as sns
 
 from .experiment import Experiment, ID_BASELINE, load_result, sample, training_labels
-from .data import load_split
+from .data import load_split, get_spec
 from .mitigate import REMEDIES, ROUTERS
-from .analysis import stability, plateaus, plot_learning_curves
+from .analysis import stability, plateaus, plot_learning_curves, error_inheritance
 
 # %% auto #0
 __all__ = ['RUN_COLS', 'BASELINE_KEYS', 'GROUP_KEYS', 'PAPER_COLS', 'BASELINE', 'STUDENT_KEYS', 'PAPER', 'PAPER_DATASETS',
            'TRAIN_KEYS', 'ANNOTATOR_KEYS', 'results_dir', 'label_name', 'collapse_of', 'refit_baseline', 'collect',
            'failures', 'table', 'paper_label', 'side_by_side', 'mitigation_table', 'gold_gaps', 'student_vs_baseline',
-           'budget_curve', 'budget_table', 'plot_budget_curve', 'plot_by_source', 'plateau_table', 'plot_size_curves',
-           'claim_verdicts', 'training_curves', 'plot_training_curves', 'plot_mitigation_deltas', 'build_report',
-           'report_cmd']
+           'inherited_errors', 'inheritance_table', 'budget_curve', 'budget_table', 'plot_budget_curve',
+           'plot_by_source', 'plateau_table', 'plot_size_curves', 'claim_verdicts', 'training_curves',
+           'plot_training_curves', 'plot_mitigation_deltas', 'build_report', 'report_cmd']
 
 # %% ../nbs/07_report.ipynb #4823d287
 def results_dir(out:str|Path) -> Path:
@@ -340,6 +340,37 @@ def student_vs_baseline(tab:pd.DataFrame, # `table` output (x100): student rows 
     cols = ['dataset', 'label', *(['n_train'] if 'n_train' in tab else []), 'student_acc', 'baseline_acc', 'acc_gain', 'student_f1',
             'baseline_f1', 'f1_gain', 'sd_f1', 'n_runs']
     return pd.DataFrame(rows, columns=cols)
+
+# %% ../nbs/07_report.ipynb #ie000002
+def inherited_errors(runs:pd.DataFrame, # `collect` output
+                     chance_floor:float=0.05, # a chance rate below this marks the copy ratio (see `analysis.error_inheritance`)
+                    ) -> pd.DataFrame:
+    "Per unmitigated LLM-trained run whose dataset has that LLM's test labels: how often it (and its gold-trained twin) repeats the LLM's wrong class."
+    tk = [k for k in TRAIN_KEYS + ['seed'] if k in runs]
+    S, has = runs[tk].apply(lambda col: col.map(str)), runs.predictions_file.notna() & runs.mitigation.eq('none')   # None and NaN alike as text
+    rows, tests = [], {}
+    for i, r in runs[has & runs.source.str.startswith('llm:')].iterrows():
+        if r.dataset not in tests: tests[r.dataset] = load_split(r.dataset, 'test').set_index('row')
+        if r.source not in tests[r.dataset]: continue   # this LLM labelled the training split only
+        a = pd.read_parquet(r.predictions_file)
+        y = tests[r.dataset].loc[a.row, r.source].to_numpy(); ok = y >= 0   # abstentions are neither right nor wrong
+        twin = runs[has & runs.source.eq('gold') & (S == S.loc[i]).all(axis=1)]
+        g = pd.read_parquet(twin.predictions_file.iloc[0]).set_index('row').loc[a.row] if len(twin) else None
+        e = error_inheritance(a.gold.to_numpy()[ok], y[ok], a.pred.to_numpy()[ok], None if g is None else g.pred.to_numpy()[ok],
+                              get_spec(r.dataset).labels, chance_floor)
+        rows.append(e.assign(dataset=r.dataset, source=r.source, n_train=r.n_train, seed=r.seed, run_id=r.run_id))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=['dataset', 'source', 'n_train', 'seed', 'student'])
+
+def inheritance_table(inh:pd.DataFrame, # `inherited_errors` output
+                     ) -> pd.DataFrame:
+    "Means over seeds per dataset, LLM source, training size and student, with the marks of any seed and the number of seeds."
+    keys = ['dataset', 'source', 'n_train', 'student']
+    cols = ['n_llm_errors', 'llm_error_rate', 'copy_rate', 'chance_rate', 'copy_ratio', 'correct_on_llm_errors', 'confusion_r']
+    g = inh.groupby(keys, sort=False)
+    out = g[cols].mean()
+    out['n_seeds'] = g.seed.nunique()
+    out['copy_mark'] = g.copy_mark.agg(lambda s: '; '.join(sorted(set(s) - {''})))
+    return out.reset_index()
 
 # %% ../nbs/07_report.ipynb #d2bc0002
 def budget_curve(runs:pd.DataFrame, # `collect` output (runs of routers, the unmitigated LLM source and gold)
