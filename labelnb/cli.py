@@ -58,19 +58,9 @@ def call_with(obj, # the function (or dataclass) `add_options` read
 def annotator_llm(llm:str|None=None, # hub name, local folder, .gguf file, or 'http(s)://host:port/v1#model' of a server; None = bundled SmolLM2
                   dtype:str='auto', # an in-process model's weights dtype
                  ):
-    "The annotator `llm` names: a `ServerLLM` for a URL, else an in-process model; a missing local path is a one-line error."
-    if llm and re.match(r'https?://', llm):
-        url, _, model = llm.partition('#')
-        if not model: raise ValueError(f"--llm: a server annotator is 'URL#model', e.g. 'http://127.0.0.1:8000/v1#qwen2.5-7b'; got {llm!r}")
-        from labelnb.annotate import ServerLLM
-        return ServerLLM(url, model)  # its API key comes from OPENAI_API_KEY in the environment
-    if llm and (llm.startswith(('/', '.', '~')) or llm.endswith('.gguf') or llm.count('/') > 1 or os.sep != '/' and os.sep in llm):
-        if not Path(llm).expanduser().exists(): raise FileNotFoundError(f"--llm: no such file or folder: {llm}")
-    from labelnb.annotate import default_llm
-    try: return default_llm(dtype, llm)
-    except OSError as e:  # a name that is neither a local path nor a model the hub (or its offline cache) has
-        raise FileNotFoundError(f"--llm: {llm!r} is not a local file or folder, and loading it from the hub failed: "
-                                f"{str(e).strip().splitlines()[0]}") from None
+    "The annotator `--llm` names (`experiment.load_annotator`, with the CLI's default dtype): a bad name is a one-line error."
+    from labelnb.experiment import load_annotator
+    return load_annotator(llm, dtype, what='--llm')
 
 # %% ../nbs/09_cli.ipynb #9b85f49d
 def annotate_split(dataset:str='imdb', # registered dataset name, e.g. imdb, toxic, manifestos:morality

@@ -172,15 +172,22 @@ def sample(exp:Experiment) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 # %% ../nbs/05a_experiment.ipynb #321f914e
 _SERVERS = {}
 
-def load_annotator(name:str|None, # None = bundled, 'http(s)://host/v1#model' = a server, else a model name or path
+def load_annotator(name:str|None, # None = bundled, 'http(s)://host/v1#model' = a server, else a model name, folder or .gguf file
                    dtype:str='float32', # an in-process model's weights dtype (`Experiment.llm_dtype`)
+                   what:str='llm', # how error messages name the setting (the CLI: '--llm')
                   ):
-    "The annotator LLM `name` names (a `LocalLLM` or a `ServerLLM`), loaded (or connected) once per process."
+    "The annotator LLM `name` names (a `LocalLLM` or a `ServerLLM`), loaded (or connected) once per process; a missing path is a one-line error."
     from labelnb.annotate import ServerLLM, default_llm
-    if name is None or not re.match(r'https?://', name): return default_llm(dtype, name)
+    if name is None or not re.match(r'https?://', name):
+        if name and (name.startswith(('/', '.', '~')) or name.endswith('.gguf') or name.count('/') > 1 or os.sep != '/' and os.sep in name):
+            if not Path(name).expanduser().exists(): raise FileNotFoundError(f"{what}: no such file or folder: {name}")
+        try: return default_llm(dtype, name)
+        except OSError as e:  # a name that is neither a local path nor a model the hub (or its offline cache) has
+            raise FileNotFoundError(f"{what}: {name!r} is not a local file or folder, and loading it from the hub failed: "
+                                    f"{str(e).strip().splitlines()[0]}") from None
     if name not in _SERVERS:
         url, _, model = name.partition('#')
-        if not model: raise ValueError(f"llm: a server annotator is 'URL#model', e.g. 'http://127.0.0.1:8000/v1#qwen2.5-7b'; got {name!r}")
+        if not model: raise ValueError(f"{what}: a server annotator is 'URL#model', e.g. 'http://127.0.0.1:8000/v1#qwen2.5-7b'; got {name!r}")
         host = urlparse(url).netloc.rpartition('@')[2]   # the cache names the server without user:password@
         _SERVERS[name] = ServerLLM(url, model, name=f"server:{model}@{host}")   # its API key comes from OPENAI_API_KEY in the environment
     return _SERVERS[name]
