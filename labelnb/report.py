@@ -19,11 +19,12 @@ from .analysis import stability, plateaus, plot_learning_curves, error_inheritan
 
 # %% auto #0
 __all__ = ['RUN_COLS', 'BASELINE_KEYS', 'GROUP_KEYS', 'PAPER_COLS', 'BASELINE', 'STUDENT_KEYS', 'PAPER', 'PAPER_DATASETS',
-           'TRAIN_KEYS', 'ANNOTATOR_KEYS', 'results_dir', 'label_name', 'collapse_of', 'refit_baseline', 'collect',
-           'failures', 'table', 'paper_label', 'side_by_side', 'mitigation_table', 'gold_gaps', 'student_vs_baseline',
-           'inherited_errors', 'inheritance_table', 'budget_curve', 'budget_table', 'plot_budget_curve',
-           'plot_by_source', 'plateau_table', 'plot_size_curves', 'claim_verdicts', 'training_curves',
-           'plot_training_curves', 'plot_mitigation_deltas', 'build_report', 'report_cmd']
+           'TRAIN_KEYS', 'ANNOTATOR_KEYS', 'PAPER_FILTERS', 'results_dir', 'label_name', 'collapse_of',
+           'refit_baseline', 'collect', 'failures', 'table', 'paper_label', 'side_by_side', 'mitigation_table',
+           'gold_gaps', 'student_vs_baseline', 'inherited_errors', 'inheritance_table', 'budget_curve', 'budget_table',
+           'plot_budget_curve', 'router_verdicts', 'plot_by_source', 'plateau_table', 'plot_size_curves',
+           'claim_verdicts', 'training_curves', 'plot_training_curves', 'plot_mitigation_deltas', 'build_report',
+           'report_cmd']
 
 # %% ../nbs/07_report.ipynb #4823d287
 def results_dir(out:str|Path) -> Path:
@@ -424,6 +425,29 @@ def plot_budget_curve(curve:pd.DataFrame, # `budget_curve` output
     return fig
 
 
+# %% ../nbs/07_report.ipynb #rv000002
+PAPER_FILTERS = ('entropy', 'confidence')   # the paper's remedy: gold for the items the LLM is least sure of
+
+def router_verdicts(bt:pd.DataFrame, # `budget_table` output
+                   ) -> pd.DataFrame:
+    "Per dataset, source and budget: the router closing most of the gap, against the paper's filter and `random`, with the seed spread."
+    rows = []
+    for (d, s, b), g in bt[~bt.router.isin(['none', 'flip'])].groupby(['dataset', 'source', 'setting'], sort=False):
+        g = g.dropna(subset=['gap_closed']).set_index('router')
+        if g.empty: continue
+        best = g.gap_closed.idxmax(); paper = next((f for f in PAPER_FILTERS if f in g.index), None)
+        def versus(other):
+            if other is None or other not in g.index or other == best: return np.nan, np.nan, ''
+            margin, spread = g.gap_closed[best] - g.gap_closed[other], np.nanmax([g.sd_gap_closed[best], g.sd_gap_closed[other]])
+            few = min(g.n_runs[best], g.n_runs[other]) < 2
+            return margin, spread, 'fewer than 2 seeds' if few else 'beats' if margin > spread else 'within seed spread'
+        pm, ps, pv = versus(paper); rm, rs, rv = versus('random')
+        rows.append(dict(dataset=d, source=s, budget=b, best=best, best_closed=g.gap_closed[best], n_runs=int(g.n_runs[best]),
+                         paper_filter=paper or '', paper_closed=g.gap_closed.get(paper, np.nan), vs_paper=pv or ('is the best' if best == paper else 'not run'),
+                         margin_paper=pm, spread_paper=ps, random_closed=g.gap_closed.get('random', np.nan),
+                         vs_random=rv or ('is the best' if best == 'random' else 'not run'), margin_random=rm, spread_random=rs))
+    return pd.DataFrame(rows)
+
 # %% ../nbs/07_report.ipynb #057f4dea
 def _main_size(runs:pd.DataFrame) -> pd.DataFrame:
     "The runs at each dataset's training size with the most label sources (ties: the largest)."
@@ -580,7 +604,7 @@ def build_report(out:str|Path, # sweep folder
     tab = table(runs)
     rep = dict(runs=runs, table=tab, paper=side_by_side(tab, llm_as), mitigations=mitigation_table(tab),
                plateaus=plateau_table(runs, metric, tol), failures=failures(out))
-    curve = budget_curve(runs); rep['budget'] = budget_table(curve)
+    curve = budget_curve(runs); rep['budget'] = budget_table(curve); rep['routers'] = router_verdicts(rep['budget'])
     files = []
     for name, df in rep.items():
         df.to_csv(dest/f'{name}.csv', index=False); files.append(dest/f'{name}.csv')
