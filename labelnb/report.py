@@ -19,12 +19,12 @@ from .analysis import stability, plateaus, plot_learning_curves, error_inheritan
 
 # %% auto #0
 __all__ = ['RUN_COLS', 'BASELINE_KEYS', 'GROUP_KEYS', 'PAPER_COLS', 'BASELINE', 'STUDENT_KEYS', 'PAPER', 'PAPER_DATASETS',
-           'TRAIN_KEYS', 'ANNOTATOR_KEYS', 'PAPER_FILTERS', 'results_dir', 'label_name', 'collapse_of',
-           'refit_baseline', 'collect', 'failures', 'table', 'paper_label', 'side_by_side', 'mitigation_table',
-           'gold_gaps', 'student_vs_baseline', 'inherited_errors', 'inheritance_table', 'budget_curve', 'budget_table',
-           'plot_budget_curve', 'router_verdicts', 'plot_by_source', 'plateau_table', 'plot_size_curves',
-           'claim_verdicts', 'training_curves', 'plot_training_curves', 'plot_mitigation_deltas', 'build_report',
-           'report_cmd']
+           'TRAIN_KEYS', 'ANNOTATOR_KEYS', 'PAPER_FILTERS', 'RANDOM_CONTROLS', 'results_dir', 'label_name',
+           'collapse_of', 'refit_baseline', 'collect', 'failures', 'table', 'paper_label', 'side_by_side',
+           'mitigation_table', 'gold_gaps', 'student_vs_baseline', 'inherited_errors', 'inheritance_table',
+           'budget_curve', 'budget_table', 'plot_budget_curve', 'router_verdicts', 'plot_by_source', 'plateau_table',
+           'plot_size_curves', 'claim_verdicts', 'training_curves', 'plot_training_curves', 'plot_mitigation_deltas',
+           'build_report', 'report_cmd']
 
 # %% ../nbs/07_report.ipynb #4823d287
 def results_dir(out:str|Path) -> Path:
@@ -520,6 +520,8 @@ def _plateau_gap(pl, d, gold, llm):
     if np.isnan(a) and np.isnan(b): return a, b, 0.0
     return a, b, np.nan_to_num(a, nan=np.inf) - np.nan_to_num(b, nan=np.inf)
 
+RANDOM_CONTROLS = {'random_rate': 'same rate', 'random_confusion': 'same confusion'}   # the two controls of `labelnb.mitigate`
+
 def claim_verdicts(tab:pd.DataFrame, # `table` output (x100): gold rows, unmitigated LLM rows, random controls (`random_rate`/`random_confusion`)
                    plateau:pd.DataFrame|None=None, # `plateau_table` output, for the plateau claim; None = that claim is 'not run'
                    tol:float=1.0, # effects under this many points count as none (seed SD and alpha: half of it)
@@ -534,21 +536,25 @@ def claim_verdicts(tab:pd.DataFrame, # `table` output (x100): gold rows, unmitig
         if gold.empty: continue
         gold = gold.iloc[0]
         for _, r in g[g.source.ne('gold') & g.mitigation.eq('none')].iterrows():
-            ctl = g[g.source.eq(r.source) & g.mitigation.isin(['random_rate', 'random_confusion'])]
-            c = ctl.iloc[0] if len(ctl) else None
             pa, pb, peff = _plateau_gap(pl, d, gold.label, r.label)
-            facts = [  # claim, the reference's value (gold, or the random control), the LLM row's, the effect in the claim's direction, noise, tolerance
-                ('lower accuracy', gold.acc, r.acc, gold.acc - r.acc, two_se(gold, r, 'acc'), tol),
-                ('lower macro-F1', gold.f1, r.f1, gold.f1 - r.f1, two_se(gold, r, 'f1'), tol),
-                ('larger seed SD of macro-F1', gold.sd_f1, r.sd_f1, r.sd_f1 - gold.sd_f1, np.nan, tol / 2),
-                ("lower Krippendorff's alpha", gold.alpha, r.alpha, gold.alpha - r.alpha, np.nan, tol / 2),
-                ('fewer unchanged predictions (PUC)', gold.puc, r.puc, gold.puc - r.puc, np.nan, tol),
-                ('earlier plateau (size)', pa, pb, peff, np.nan, 0),
-                ('macro-F1 below the same errors at random', *((c.f1, r.f1, c.f1 - r.f1, two_se(c, r, 'f1')) if c is not None else (np.nan,) * 4), tol)]
-            few = f'{int(min(gold.n_runs, r.n_runs))} seed(s): no spread to judge by' if min(gold.n_runs, r.n_runs) < 3 else ''
-            marks = '; '.join(dict.fromkeys(m for m in (gold.marks, r.marks, '' if c is None else c.marks, few) if m))
-            rows += [dict(dataset=d, n_train=n, llm=r.label, n_runs=int(min(gold.n_runs, r.n_runs)), claim=cl, reference=a, llm_value=b, effect=e, verdict=_verdict(e, z, t), marks=marks)
-                     for cl, a, b, e, z, t in facts]
+            facts = [  # claim, the reference's value (gold, or a random control), the LLM row's, the effect in the claim's direction, noise, tolerance, the reference row
+                ('lower accuracy', gold.acc, r.acc, gold.acc - r.acc, two_se(gold, r, 'acc'), tol, gold),
+                ('lower macro-F1', gold.f1, r.f1, gold.f1 - r.f1, two_se(gold, r, 'f1'), tol, gold),
+                ('larger seed SD of macro-F1', gold.sd_f1, r.sd_f1, r.sd_f1 - gold.sd_f1, np.nan, tol / 2, gold),
+                ("lower Krippendorff's alpha", gold.alpha, r.alpha, gold.alpha - r.alpha, np.nan, tol / 2, gold),
+                ('fewer unchanged predictions (PUC)', gold.puc, r.puc, gold.puc - r.puc, np.nan, tol, gold),
+                ('earlier plateau (size)', pa, pb, peff, np.nan, 0, gold)]
+            for mit, what in RANDOM_CONTROLS.items():   # one verdict per control: the same error count, the same confusion matrix
+                ctl = g[g.source.eq(r.source) & g.mitigation.eq(mit)]
+                c = ctl.iloc[0] if len(ctl) else None
+                facts.append((f'macro-F1 below the same errors at random ({what})',
+                              *((c.f1, r.f1, c.f1 - r.f1, two_se(c, r, 'f1')) if c is not None else (np.nan,) * 4), tol, c))
+            for cl, a, b, e, z, t, ref in facts:
+                n_runs = int(min(r.n_runs, (gold if ref is None else ref).n_runs))
+                few = f'{n_runs} seed(s): no spread to judge by' if n_runs < 3 else ''
+                marks = '; '.join(dict.fromkeys(m for m in (gold.marks, r.marks, '' if ref is None else ref.marks, few) if m))
+                rows.append(dict(dataset=d, n_train=n, llm=r.label, n_runs=n_runs, claim=cl, reference=a, llm_value=b, effect=e,
+                                 verdict=_verdict(e, z, t), marks=marks))
     return pd.DataFrame(rows, columns=['dataset', 'n_train', 'llm', 'n_runs', 'claim', 'reference', 'llm_value', 'effect', 'verdict', 'marks'])
 
 # %% ../nbs/07_report.ipynb #c7456589
