@@ -280,6 +280,13 @@ def label_quality(gold, # gold class ids of the gold items
 def _probs(g:pd.DataFrame) -> np.ndarray: return np.array(g.probs.tolist(), float)
 def _seeds(g:pd.DataFrame, rows) -> np.ndarray: return np.stack([h.set_index('row').pred.loc[rows].to_numpy() for _, h in g.groupby('seed')])
 
+def _eval_sets(items:pd.DataFrame, splits:Splits, source:str) -> tuple:
+    "Held-out gold rows, rows without gold, the held-out gold labels, and over both row sets the LLM's labels and the gold (NaN = unknown)."
+    by_row, rows = items.set_index('row'), items.row.to_numpy()
+    ev, un = rows[splits.eval], rows[splits.unlabeled]
+    y = by_row.gold.loc[ev].to_numpy()
+    return ev, un, y, by_row[source].loc[np.r_[ev, un]].to_numpy(), np.r_[y, np.full(len(un), np.nan)]
+
 def student_table(items:pd.DataFrame, # the items (`row`, `gold`, the audited source)
                   preds:pd.DataFrame, # `train_options` predictions
                   splits:Splits, # where the items went
@@ -290,19 +297,16 @@ def student_table(items:pd.DataFrame, # the items (`row`, `gold`, the audited so
     "One row per option and kind: accuracy and macro-F1 over seeds (mean, SD), alpha, unchanged predictions, PPI and naive intervals."
     from labelnb.analysis import stability
     from labelnb.estimate import student_accuracy
-    K, by_row = len(labels), items.set_index('row')
-    ev, un = items.row.to_numpy()[splits.eval], items.row.to_numpy()[splits.unlabeled]
-    rows = []
+    K, (ev, un, y, llm, gold) = len(labels), _eval_sets(items, splits, source)
+    n, rows = len(ev), []
     for (opt, kind), g in preds.groupby(['option', 'kind'], sort=False):
         P = _seeds(g, np.r_[ev, un])
-        y, n = by_row.gold.loc[ev].to_numpy(), len(ev)
         sc = [scores(y, p[:n], K) for p in P]
         row = dict(option=opt, kind=kind, runs=len(P), accuracy=np.mean([s['accuracy'] for s in sc]), macro_f1=np.mean([s['macro_f1'] for s in sc]))
         if len(P) >= 2:
             st = stability(P[:, :n], y, labels).iloc[0]
             row.update(accuracy_sd=st.acc_std, macro_f1_sd=st.f1_std, alpha=st.alpha, alpha_mark=st.alpha_mark, unchanged=st.puc)
         if len(un):
-            llm = by_row[source].loc[np.r_[ev, un]].to_numpy(); gold = np.r_[y, np.full(len(un), np.nan)]
             e = pd.concat([student_accuracy(p, llm, gold, alpha) for p in P]).groupby('method')[['estimate', 'lower', 'upper']].mean()
             row.update(ppi_accuracy=e.loc['ppi', 'estimate'], ppi_lower=e.loc['ppi', 'lower'], ppi_upper=e.loc['ppi', 'upper'],
                        naive_lower=e.loc['naive', 'lower'], naive_upper=e.loc['naive', 'upper'])
@@ -323,10 +327,8 @@ def class_f1(items:pd.DataFrame, # the items (`row`, `gold`, the audited source)
     "One row per option, kind and class with gold: F1 over seeds (mean) on the held-out gold items, its PPI and naive intervals, the LLM-only F1."
     from sklearn.metrics import f1_score
     from labelnb.estimate import student_f1
-    K, by_row = len(labels), items.set_index('row')
-    ev, un = items.row.to_numpy()[splits.eval], items.row.to_numpy()[splits.unlabeled]
-    y = by_row.gold.loc[ev].to_numpy(); n_k = np.bincount(y, minlength=K); has = np.flatnonzero(n_k > 0)
-    llm, gold = by_row[source].loc[np.r_[ev, un]].to_numpy(), np.r_[y, np.full(len(un), np.nan)]
+    K, (ev, un, y, llm, gold) = len(labels), _eval_sets(items, splits, source)
+    n_k = np.bincount(y, minlength=K); has = np.flatnonzero(n_k > 0)
     parts = []
     for (opt, kind), g in preds.groupby(['option', 'kind'], sort=False):
         P = _seeds(g, np.r_[ev, un])

@@ -364,8 +364,8 @@ def inherited_errors(runs:pd.DataFrame, # `collect` output
 
 def inheritance_table(inh:pd.DataFrame, # `inherited_errors` output
                      ) -> pd.DataFrame:
-    "Means over seeds per dataset, LLM source, training size and student, with the marks of any seed and the number of seeds."
-    keys = ['dataset', 'source', 'n_train', 'student']
+    "Means over seeds per dataset, LLM source, training size and student (of `inherited_errors`, or any `error_inheritance` rows with those columns and `seed`), with the marks of any seed and the number of seeds."
+    keys = [k for k in ('dataset', 'source', 'n_train', 'student') if k in inh]   # rows built elsewhere may lack n_train
     cols = ['n_llm_errors', 'llm_error_rate', 'copy_rate', 'chance_rate', 'copy_ratio', 'correct_on_llm_errors', 'confusion_r']
     g = inh.groupby(keys, sort=False)
     out = g[cols].mean()
