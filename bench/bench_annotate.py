@@ -5,7 +5,9 @@ Same model (the bundled SmolLM2-135M-Instruct), same IMDB training reviews, same
 few-shot prompt, computes the shared prefix (instruction, labels, demonstrations) once; the naive loop calls `generate` on each
 full prompt (greedy, `--max-new-tokens`) and takes the first integer in the reply.
 
-Both run in each weights dtype of `--dtypes`. The baseline is the naive loop in float32 (how transformers loads a model unless told
+Both run in each weights dtype of `--dtypes`. For the annotator the matrix work it did (counted by torch's FlopCounterMode on a
+second pass over the same texts) is reported as GFLOP/s and as a share of the matmul peak at the model's own forward shapes,
+measured in the same dtype right before each timed run (the shared host's load drifts, so a peak from another run means nothing). The baseline is the naive loop in float32 (how transformers loads a model unless told
 otherwise); the annotator's own default is `dtype='auto'`, which is bfloat16 on CPUs with bf16 instructions (AVX512-BF16 or AMX)
 and float32 elsewhere. Every pairing is printed, with what bf16 changes in the label distributions.
 
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from labelnb.annotate import LocalLLM, PromptTemplate, annotate, draw_demos, native_bf16, resolve_dtype
 
@@ -40,6 +43,21 @@ def naive_generate(llm, prompts, n_labels, max_new_tokens):
         m = re.search(r"\d+", reply)
         out.append(int(m.group()) if m and int(m.group()) < n_labels else -1)
     return np.array(out)
+
+
+def forward_peak(config, dtype, tokens=2048, reps=3):
+    "GFLOP/s of this CPU's matrix products at a causal LM's forward shapes (attention projections, MLP), in `dtype`."
+    h, f = config.hidden_size, config.intermediate_size
+    kv = config.num_key_value_heads * getattr(config, 'head_dim', h // config.num_attention_heads)
+    shapes = [(tokens, h, h), (tokens, h, kv), (tokens, h, f), (tokens, f, h)]
+    mats = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)) for m, k, n in shapes]
+    for a, b in mats: a @ b
+    best = float('inf')
+    for _ in range(reps):
+        t = time.perf_counter()
+        for a, b in mats: a @ b
+        best = min(best, time.perf_counter() - t)
+    return sum(2 * m * k * n for m, k, n in shapes) / best / 1e9
 
 
 def timed(f):
@@ -77,9 +95,15 @@ def main():
         naive_generate(llm, [tmpl.render("warm up")], len(LABELS), 2)
         for style, n_shots in [("few-shot", 3), ("zero-shot", 0)]:
             llm._prefix_kv.clear()
-            ann, t, c = timed(lambda: annotate(texts, LABELS, DESCS, TASK, pool, llm=llm, n_shots=n_shots, cache=None,
-                                               progress=False, max_text_tokens=a.max_text_tokens, max_demo_tokens=a.max_demo_tokens))
-            runs[style, "scoring", dt] = dict(labels=ann.label.to_numpy(), probs=np.array(ann.probs.tolist()), seconds=t, cpu=c)
+            run = lambda: annotate(texts, LABELS, DESCS, TASK, pool, llm=llm, n_shots=n_shots, cache=None, progress=False,
+                                   max_text_tokens=a.max_text_tokens, max_demo_tokens=a.max_demo_tokens)
+            peak = forward_peak(llm.model.config, llm.dtype)
+            ann, t, c = timed(run)
+            llm._prefix_kv.clear()
+            with FlopCounterMode(display=False) as fc: run()   # the same work again, counted
+            gflops = fc.get_total_flops() / t / 1e9
+            runs[style, "scoring", dt] = dict(labels=ann.label.to_numpy(), probs=np.array(ann.probs.tolist()), seconds=t, cpu=c,
+                                              gflops=gflops, peak_gflops=peak)
             demos = [(llm.truncate(x, a.max_demo_tokens), y) for x, y in draw_demos(pool, n_shots, 0)] if n_shots else []
             prompts = [tmpl.render(llm.truncate(x, a.max_text_tokens), demos) for x in texts]
             labels, t, c = timed(lambda: naive_generate(llm, prompts, len(LABELS), a.max_new_tokens))
@@ -87,7 +111,9 @@ def main():
             for m in ("scoring", "naive"):
                 r = runs[style, m, dt]
                 print(f"  {style:9s} {m:7s} {dt:8s} {a.n / r['seconds']:5.2f} texts/s  accuracy {(r['labels'] == gold).mean():.3f}"
-                      + (f"  unparsed {(r['labels'] == -1).mean():.1%}" if m == "naive" else ""), flush=True)
+                      + (f"  unparsed {(r['labels'] == -1).mean():.1%}" if m == "naive" else
+                         f"  {r['gflops']:.0f} GFLOP/s of matrix work = {r['gflops'] / r['peak_gflops']:.0%} of the {dt} matmul "
+                         f"peak at the model's shapes ({r['peak_gflops']:.0f} GFLOP/s, same run)"), flush=True)
         del llm
 
     results = []
@@ -102,6 +128,7 @@ def main():
                          speedup=n["seconds"] / s["seconds"], cpu_speedup=n["cpu"] / s["cpu"],
                          scoring_accuracy=float((s["labels"] == gold).mean()), naive_accuracy=float((n["labels"] == gold).mean()),
                          naive_unparsed=float((n["labels"] == -1).mean()), agreement=float((s["labels"] == n["labels"]).mean()),
+                         scoring_gflops=s["gflops"], peak_gflops=s["peak_gflops"], share_of_peak=s["gflops"] / s["peak_gflops"],
                          default=sd == auto and nd == BASELINE)
                 results.append(r)
                 print(f"{style:9s}  scoring {sd:8s} vs naive {nd:8s}  ~{r['prompt_tokens']} prompt tokens  "
