@@ -24,7 +24,7 @@ from .data import REGISTRY, register, register_specs, read_specs, spec_to_dict, 
 
 # %% auto #0
 __all__ = ['KERNEL_PREFIX', 'load_grid', 'expand_grid', 'remove_stale_kernel_dirs', 'IPCKernelManager', 'default_notebook',
-           'run_datasets', 'execute_run', 'sweep_status', 'run_sweep', 'sweep_cmd']
+           'run_datasets', 'execute_run', 'sweep_status', 'run_sweep', 'select_runs', 'sweep_cmd']
 
 # %% ../nbs/06_sweep.ipynb #f3621a35
 class _UniqueKeys(yaml.SafeLoader):
@@ -367,6 +367,27 @@ def _ray_sweep(runs, out, notebook, kernel_name, timeout, cache, address, num_cp
     finally:
         if started: ray.shutdown()
 
+# %% ../nbs/06_sweep.ipynb #sw0only2
+def select_runs(exps:list[Experiment], # expanded runs (`expand_grid`)
+                only:dict, # setting -> value or list of values a run must have
+               ) -> list[Experiment]:
+    "The runs of `exps` whose settings match every key of `only` (any of its values)."
+    _check_names(only, '--only')
+    want = {k: v if isinstance(v, list) else [v] for k, v in only.items()}
+    keep = [e for e in exps if all(getattr(e, k) in vs for k, vs in want.items())]
+    if exps and not keep:
+        have = {k: sorted({getattr(e, k) for e in exps}, key=str) for k in want}
+        raise ValueError(f"--only {only}: matches none of the grid's {len(exps)} runs; the grid has {have}")
+    return keep
+
+def _parse_only(items:list[str]) -> dict:
+    "`['seed=3', 'seed=4', 'dataset=mr']` -> {'seed': [3, 4], 'dataset': ['mr']} (values read as YAML)."
+    out = {}
+    for it in items or []:
+        if '=' not in it: raise ValueError(f"--only: expected key=value, got {it!r}")
+        k, v = it.split('=', 1); out.setdefault(k.strip(), []).append(yaml.safe_load(v))
+    return out
+
 # %% ../nbs/06_sweep.ipynb #868dab34
 def _parse_set(items:list[str]) -> dict:
     "`['n_train=100', 'epochs=3']` -> {'n_train': 100, 'epochs': 3} (values read as YAML)."
@@ -381,6 +402,7 @@ def sweep_cmd(grid:str, # grid file (YAML or JSON): `base` settings shared by ev
               executor:Literal['local', 'ray']='local', # 'local': this machine; 'ray': one Ray task per run
               workers:int=1, # local: runs at once, each in its own kernel (1 = sequential)
               set:list[str]|None=None, # KEY=VALUE: override a setting in every run, e.g. --set n_train=100
+              only:list[str]|None=None, # KEY=VALUE: run only the grid's points with this setting (repeat a key for several values), e.g. --only seed=3
               retry_failed:bool=True, # rerun points that failed before
               timeout:int|None=None, # seconds allowed per notebook cell (None = no limit)
               notebook:str|None=None, # experiment notebook (None = nbs/experiments/run.ipynb of this checkout)
@@ -393,6 +415,7 @@ def sweep_cmd(grid:str, # grid file (YAML or JSON): `base` settings shared by ev
              ) -> pd.DataFrame:
     "Run `nbs/experiments/run.ipynb` once per grid point with papermill (`run_sweep`), print the status of every run, fail if any failed."
     over = _parse_set(set)
+    if only: grid, over = select_runs(expand_grid(grid, datasets, **over), _parse_only(only)), {}
     if status:
         st = sweep_status(grid, out, datasets, **over)
         print(st.to_string(index=False)); print(st.state.value_counts().to_string()); return st

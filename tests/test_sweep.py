@@ -410,3 +410,19 @@ def test_a_merge_key_may_be_overridden_but_a_key_not_repeated(tmp_path):
     assert [e.n_train for e in expand_grid(g)] == [8, 16]
     g.write_text("grid:\n  - {dataset: mr, n_train: 8, n_train: 16}\n")
     with pytest.raises(ValueError, match="duplicated key 'n_train'"): expand_grid(g)
+
+
+def test_only_runs_a_piece_of_the_grid(tmp_path, capsys):
+    "`labelnb sweep --only` keeps the grid's runs with the given settings; the pieces of a grid add up to all of it, with the same ids."
+    ap = argparse.ArgumentParser(prog='labelnb'); sub = ap.add_subparsers(dest='cmd', required=True); add_cli(sub)
+    grid = ROOT/'nbs'/'experiments'/'paper.yaml'
+    full = {run_id(e): e for e in expand_grid(grid)}
+    def piece(*only):
+        a = ap.parse_args(['sweep', str(grid), '--out', str(tmp_path), '--status', *only])
+        return a.func(a)
+    jig = piece('--only', 'dataset=toxic_jigsaw', '--only', 'seed=3', '--only', 'seed=4')
+    assert set(jig.run_id) == {r for r, e in full.items() if e.dataset == 'toxic_jigsaw' and e.seed in (3, 4)} and len(jig) > 0
+    parts = [set(piece('--only', f'dataset={d}').run_id) for d in {e.dataset for e in full.values()}]
+    assert set().union(*parts) == set(full) and sum(map(len, parts)) == len(full)
+    with pytest.raises(ValueError, match="matches none of the grid's"): piece('--only', 'seed=9')
+    with pytest.raises(ValueError, match='--only'): piece('--only', 'sead=1')
