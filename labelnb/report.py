@@ -41,7 +41,7 @@ def label_name(source:str, mitigation:str='none', setting:float=0.0) -> str:
     return f"{source} + {mitigation}" + (f" {setting:g}" if setting else '')
 
 RUN_COLS = ['run_id', 'label', *Experiment.names(), 'accuracy', 'macro_f1', 'collapsed', 'collapse_reason', 'baseline_accuracy', 'baseline_macro_f1',
-            'baseline_from', 'baseline_collapsed', 'label_accuracy', 'kept', 'gold_spent', 'annotation_calls',
+            'baseline_from', 'baseline_collapsed', 'label_accuracy', 'kept', 'gold_spent', 'annotation_calls', 'errors_caught',
             'best_val_macro_f1', 'train_seconds', 'total_seconds', 'labelnb', 'git_commit', 'finished', 'results_file', 'predictions_file']
 
 def collapse_of(r:dict, # a results record
@@ -117,7 +117,7 @@ def collect(out:str|Path, # sweep folder (or its results/ folder)
                          accuracy=r['metrics']['accuracy'], macro_f1=r['metrics']['macro_f1'], collapsed=collapsed, collapse_reason=why,
                          baseline_accuracy=bl[0], baseline_macro_f1=bl[1], baseline_from=b_from, baseline_collapsed=b_coll,
                          label_accuracy=lab.get('label_accuracy'), kept=lab.get('kept'), gold_spent=lab.get('gold_spent'),
-                         annotation_calls=lab.get('annotation_calls'), best_val_macro_f1=r['train'].get('best_val_macro_f1'),
+                         annotation_calls=lab.get('annotation_calls'), errors_caught=lab.get('errors_caught'), best_val_macro_f1=r['train'].get('best_val_macro_f1'),
                          train_seconds=r['timings'].get('train_s'), total_seconds=r['timings'].get('total_s'),
                          labelnb=r['versions'].get('labelnb'), git_commit=r['versions'].get('git_commit'), finished=r.get('finished'),
                          results_file=str(f), predictions_file=str(res/r['predictions']) if r.get('predictions') else None))
@@ -380,7 +380,7 @@ def budget_curve(runs:pd.DataFrame, # `collect` output (runs of routers, the unm
                 ) -> pd.DataFrame:
     "One row per router run (and per unmitigated LLM run, at budget 0): the share of the training set given gold and the share of the gap closed."
     keys = [k for k in TRAIN_KEYS + ANNOTATOR_KEYS if k in runs]
-    cols = ['dataset', 'source', 'router', 'setting', 'n_train', 'seed', 'budget_share', 'gold_spent', 'annotation_calls', metric, 'gap', 'gap_closed', 'mark']
+    cols = ['dataset', 'source', 'router', 'setting', 'n_train', 'seed', 'budget_share', 'gold_spent', 'errors_caught', 'annotation_calls', metric, 'gap', 'gap_closed', 'mark']
     routed = runs[runs.mitigation.isin(ROUTERS + ['ensemble', 'none']) & (runs.source != 'gold')]
     rows, tk = [], [k for k in TRAIN_KEYS if k in runs]
     S = runs[keys].apply(lambda col: col.map(str))   # None and NaN compare equal as text
@@ -393,15 +393,16 @@ def budget_curve(runs:pd.DataFrame, # `collect` output (runs of routers, the unm
         closed = 100 * (r[metric] - llm.mean()) / gap if np.isfinite(gap) and not small else np.nan
         rows.append(dict(dataset=r.dataset, source=r.source, router='none' if r.mitigation == 'none' else 'flip' if r.mitigation == 'ensemble' else r.mitigation,
                          setting=r.setting, n_train=r.n_train, seed=r.seed, budget_share=(r.gold_spent or 0) / r.n_train, gold_spent=r.gold_spent,
+                         errors_caught=r.get('errors_caught', np.nan),
                          annotation_calls=r.annotation_calls, **{metric: r[metric]}, gap=gap, gap_closed=closed,
                          mark=f'gap {gap:+.1f} < {min_gap:g} pts' if small else 'no gold or LLM runs to compare' if not np.isfinite(gap) else ''))
     return pd.DataFrame(rows, columns=cols)
 
 def budget_table(curve:pd.DataFrame, # `budget_curve` output
                 ) -> pd.DataFrame:
-    "Per dataset, source, router and budget: mean and SD over seeds of the gap closed, the gold share bought and the LLM calls spent."
+    "Per dataset, source, router and budget: mean and SD over seeds of the gap closed, the gold share bought, the share of the LLM's training errors it corrected (`errors_caught`) and the LLM calls spent."
     return (curve.groupby(['dataset', 'source', 'router', 'setting', 'n_train'], sort=False, dropna=False)
-            .agg(n_runs=('seed', 'size'), budget_share=('budget_share', 'mean'), gold_spent=('gold_spent', 'mean'),
+            .agg(n_runs=('seed', 'size'), budget_share=('budget_share', 'mean'), gold_spent=('gold_spent', 'mean'), errors_caught=('errors_caught', 'mean'),
                  gap_closed=('gap_closed', 'mean'), sd_gap_closed=('gap_closed', 'std'), gap=('gap', 'first'),
                  annotation_calls=('annotation_calls', 'mean'), mark=('mark', 'first'))
             .reset_index().sort_values(['dataset', 'source', 'router', 'budget_share'], kind='stable').reset_index(drop=True))
@@ -413,12 +414,15 @@ def plot_budget_curve(curve:pd.DataFrame, # `budget_curve` output
     if c.empty: return None
     zero = c[c.router == 'none']; c = c[c.router != 'none']
     if c.empty: return None   # no router runs: nothing to draw
-    c = pd.concat([c] + [zero.assign(router=r) for r in c.router.unique()])   # every line starts at the LLM labels, budget 0
     panels = list(dict.fromkeys(zip(c.dataset, c.source)))
+    colors = dict(zip(sorted(c.router.unique()), sns.color_palette(n_colors=c.router.nunique())))   # one colour per router in every panel
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, (d, s) in zip(axes[0], panels):
         g = c[(c.dataset == d) & (c.source == s)]
-        sns.lineplot(data=g, x='budget_share', y='gap_closed', hue='router', errorbar='sd', marker='o', ax=ax)
+        z = zero[(zero.dataset == d) & (zero.source == s)]
+        g = pd.concat([g] + [z.assign(router=r) for r in g.router.unique()])   # each of this panel's lines starts at the LLM labels, budget 0
+        sns.lineplot(data=g, x='budget_share', y='gap_closed', hue='router', hue_order=[r for r in colors if r in set(g.router)],
+                     palette=colors, errorbar='sd', marker='o', ax=ax)
         ax.axhline(0, color='k', lw=.8); ax.axhline(1, color='C2', lw=.8, ls='--')
         ax.set(title=f'{d}: {s}', xlabel='share of the training set given gold', ylabel='share of the gold-vs-LLM gap closed')
     fig.tight_layout()
