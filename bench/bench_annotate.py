@@ -23,6 +23,8 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from peak import matmul_gflops
+
 from labelnb.annotate import LocalLLM, PromptTemplate, annotate, draw_demos, native_bf16, resolve_dtype
 
 DATA = Path(__file__).resolve().parents[1].parent/'shared'/'data'
@@ -49,15 +51,7 @@ def forward_peak(config, dtype, tokens=2048, reps=3):
     "GFLOP/s of this CPU's matrix products at a causal LM's forward shapes (attention projections, MLP), in `dtype`."
     h, f = config.hidden_size, config.intermediate_size
     kv = config.num_key_value_heads * getattr(config, 'head_dim', h // config.num_attention_heads)
-    shapes = [(tokens, h, h), (tokens, h, kv), (tokens, h, f), (tokens, f, h)]
-    mats = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)) for m, k, n in shapes]
-    for a, b in mats: a @ b
-    best = float('inf')
-    for _ in range(reps):
-        t = time.perf_counter()
-        for a, b in mats: a @ b
-        best = min(best, time.perf_counter() - t)
-    return sum(2 * m * k * n for m, k, n in shapes) / best / 1e9
+    return matmul_gflops([(tokens, h, h), (tokens, h, kv), (tokens, h, f), (tokens, f, h)], dtype, reps)
 
 
 def timed(f):

@@ -33,6 +33,8 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
+from peak import matmul_gflops
+
 DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
 NAMES = ['negative', 'positive']
 
@@ -62,16 +64,7 @@ def matmul_flops(model_path, texts, max_length):
 
 def matmul_peak(h, f, dtype=torch.bfloat16, tokens=2048, reps=3):
     "GFLOP/s of this CPU's matrix products at the model's own shapes (forward, input- and weight-gradient products)."
-    shapes = [(tokens, h, h), (tokens, h, f), (tokens, f, h), (h, tokens, h), (h, tokens, f), (f, tokens, h)]
-    mats = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)) for m, k, n in shapes]
-    flops = sum(2 * m * k * n for m, k, n in shapes)
-    for a, b in mats: a @ b
-    best = float('inf')
-    for _ in range(reps):
-        t = time.perf_counter()
-        for a, b in mats: a @ b
-        best = min(best, time.perf_counter() - t)
-    return flops / best / 1e9
+    return matmul_gflops([(tokens, h, h), (tokens, h, f), (tokens, f, h), (h, tokens, h), (h, tokens, f), (f, tokens, h)], dtype, reps)
 
 
 def scores(y, pred): return float(accuracy_score(y, pred)), float(f1_score(y, pred, average='macro'))

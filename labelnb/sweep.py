@@ -380,22 +380,24 @@ def select_runs(exps:list[Experiment], # expanded runs (`expand_grid`)
         raise ValueError(f"--only {only}: matches none of the grid's {len(exps)} runs; the grid has {have}")
     return keep
 
-def _parse_only(items:list[str]) -> dict:
-    "`['seed=3', 'seed=4', 'dataset=mr']` -> {'seed': [3, 4], 'dataset': ['mr']} (values read as YAML)."
-    out = {}
+def _pairs(items:list[str], flag:str) -> list[tuple]:
+    "`['n_train=100']` -> [('n_train', 100)] (values read as YAML); an item without '=' is an error naming `flag`."
+    out = []
     for it in items or []:
-        if '=' not in it: raise ValueError(f"--only: expected key=value, got {it!r}")
-        k, v = it.split('=', 1); out.setdefault(k.strip(), []).append(yaml.safe_load(v))
+        if '=' not in it: raise ValueError(f"{flag}: expected key=value, got {it!r}")
+        k, v = it.split('=', 1); out.append((k.strip(), yaml.safe_load(v)))
+    return out
+
+def _parse_only(items:list[str]) -> dict:
+    "`['seed=3', 'seed=4', 'dataset=mr']` -> {'seed': [3, 4], 'dataset': ['mr']}."
+    out = {}
+    for k, v in _pairs(items, '--only'): out.setdefault(k, []).append(v)
     return out
 
 # %% ../nbs/06_sweep.ipynb #868dab34
 def _parse_set(items:list[str]) -> dict:
     "`['n_train=100', 'epochs=3']` -> {'n_train': 100, 'epochs': 3} (values read as YAML)."
-    out = {}
-    for it in items or []:
-        if '=' not in it: raise ValueError(f"--set: expected key=value, got {it!r}")
-        k, v = it.split('=', 1); out[k.strip()] = yaml.safe_load(v)
-    return out
+    return dict(_pairs(items, '--set'))
 
 def sweep_cmd(grid:str, # grid file (YAML or JSON): `base` settings shared by every run and `grid` values to cross, e.g. nbs/experiments/sweep_tiny.yaml
               out:str='runs/sweep', # sweep folder: results/, notebooks/, annotations.sqlite
