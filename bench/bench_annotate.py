@@ -7,8 +7,9 @@ full prompt (greedy, `--max-new-tokens`) and takes the first integer in the repl
 
 Both run in each weights dtype of `--dtypes`. For the annotator the matrix work it did (counted by torch's FlopCounterMode on a
 second pass over the same texts) is reported as GFLOP/s and as a share of the matmul peak at the model's own forward shapes,
-measured in the same dtype right before each timed run (the shared host's load drifts, so a peak from another run means nothing). The baseline is the naive loop in float32 (how transformers loads a model unless told
-otherwise); the annotator's own default is `dtype='auto'`, which is bfloat16 on CPUs with bf16 instructions (AVX512-BF16 or AMX)
+measured in the same dtype right before each timed run (the shared host's load drifts, so a peak from another run means
+nothing). The baseline is the naive loop in float32 (how transformers loads a model unless told otherwise); the annotator's
+own default is `dtype='auto'`, which is bfloat16 on CPUs with bf16 instructions (AVX512-BF16 or AMX)
 and float32 elsewhere. Every pairing is printed, with what bf16 changes in the label distributions.
 
     python bench/bench_annotate.py                      # 200 texts, about 20 minutes on 2 CPU cores
@@ -54,6 +55,12 @@ def forward_peak(config, dtype, tokens=2048, reps=3):
     return matmul_gflops([(tokens, h, h), (tokens, h, kv), (tokens, h, f), (tokens, f, h)], dtype, reps)
 
 
+def imdb_reviews(n):
+    "The first `n` of IMDB's shuffled training reviews, their gold labels, and the next 1,000 as the demonstration pool."
+    imdb = pd.read_csv(DATA/'imdb'/'train.csv.gz').sample(frac=1, random_state=0).reset_index(drop=True)
+    return imdb.text[:n].tolist(), imdb.label[:n].to_numpy(), list(zip(imdb.text[n:n+1000], imdb.label[n:n+1000]))
+
+
 def timed(f):
     t, c = time.perf_counter(), time.process_time()
     out = f()
@@ -74,9 +81,7 @@ def main():
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
 
-    imdb = pd.read_csv(DATA/'imdb'/'train.csv.gz').sample(frac=1, random_state=0).reset_index(drop=True)
-    texts, gold = imdb.text[:a.n].tolist(), imdb.label[:a.n].to_numpy()
-    pool = list(zip(imdb.text[a.n:a.n+1000], imdb.label[a.n:a.n+1000]))
+    texts, gold, pool = imdb_reviews(a.n)
     tmpl = PromptTemplate(TASK, LABELS, DESCS)
     auto = str(resolve_dtype("auto")).removeprefix("torch.")
     print(f"{a.n} IMDB reviews, {torch.get_num_threads()} threads, batch {a.batch_size}, naive max_new_tokens {a.max_new_tokens}; "

@@ -7,8 +7,8 @@ bf16), same IMDB reviews and three-shot prompts as bench_annotate.py; the two im
     python bench/bench_annotate_attention.py            # 32 reviews x 3 repetitions, about 15 minutes on one thread
 """
 import argparse, time
-import numpy as np, pandas as pd, torch
-from bench_annotate import DATA, TASK, LABELS, DESCS
+import numpy as np, torch
+from bench_annotate import TASK, LABELS, DESCS, imdb_reviews
 from labelnb.annotate import LocalLLM, annotate
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -16,8 +16,7 @@ ap.add_argument("--n", type=int, default=32); ap.add_argument("--reps", type=int
 ap.add_argument("--threads", type=int, default=1); ap.add_argument("--dtype", default="bfloat16")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
-imdb = pd.read_csv(DATA/'imdb'/'train.csv.gz').sample(frac=1, random_state=0).reset_index(drop=True)
-texts, pool = imdb.text[:a.n].tolist(), list(zip(imdb.text[a.n:a.n+1000], imdb.label[a.n:a.n+1000]))
+texts, _, pool = imdb_reviews(a.n)
 llm = LocalLLM(dtype=a.dtype)
 secs, probs = {}, {}
 for rep in range(a.reps):

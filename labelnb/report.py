@@ -393,7 +393,7 @@ def budget_curve(runs:pd.DataFrame, # `collect` output (runs of routers, the unm
         closed = 100 * (r[metric] - llm.mean()) / gap if np.isfinite(gap) and not small else np.nan
         rows.append(dict(dataset=r.dataset, source=r.source, router='none' if r.mitigation == 'none' else 'flip' if r.mitigation == 'ensemble' else r.mitigation,
                          setting=r.setting, n_train=r.n_train, seed=r.seed, budget_share=(r.gold_spent or 0) / r.n_train, gold_spent=r.gold_spent,
-                         errors_caught=r.get('errors_caught', np.nan),
+                         errors_caught=r.get('errors_caught', np.nan),   # frames built by hand may lack it
                          annotation_calls=r.annotation_calls, **{metric: r[metric]}, gap=gap, gap_closed=closed,
                          mark=f'gap {gap:+.1f} < {min_gap:g} pts' if small else 'no gold or LLM runs to compare' if not np.isfinite(gap) else ''))
     return pd.DataFrame(rows, columns=cols)

@@ -412,7 +412,7 @@ def test_a_merge_key_may_be_overridden_but_a_key_not_repeated(tmp_path):
     with pytest.raises(ValueError, match="duplicated key 'n_train'"): expand_grid(g)
 
 
-def test_only_runs_a_piece_of_the_grid(tmp_path, capsys):
+def test_only_runs_a_piece_of_the_grid(tmp_path):
     "`labelnb sweep --only` keeps the grid's runs with the given settings; the pieces of a grid add up to all of it, with the same ids."
     ap = argparse.ArgumentParser(prog='labelnb'); sub = ap.add_subparsers(dest='cmd', required=True); add_cli(sub)
     grid = ROOT/'nbs'/'experiments'/'paper.yaml'
