@@ -298,10 +298,10 @@ def student_table(items:pd.DataFrame, # the items (`row`, `gold`, the audited so
     from labelnb.analysis import stability
     from labelnb.estimate import student_accuracy
     K, (ev, un, y, llm, gold) = len(labels), _eval_sets(items, splits, source)
-    n, rows = len(ev), []
+    n, rows, has = len(ev), [], np.unique(y)   # macro-F1 over the classes the held-out gold holds
     for (opt, kind), g in preds.groupby(['option', 'kind'], sort=False):
         P = _seeds(g, np.r_[ev, un])
-        sc = [scores(y, p[:n], K) for p in P]
+        sc = [scores(y, p[:n], K, has) for p in P]
         row = dict(option=opt, kind=kind, runs=len(P), accuracy=np.mean([s['accuracy'] for s in sc]), macro_f1=np.mean([s['macro_f1'] for s in sc]))
         if len(P) >= 2:
             st = stability(P[:, :n], y, labels).iloc[0]
@@ -490,7 +490,7 @@ def _seed_metrics(items, preds, splits, K, option) -> list:
     "Accuracy and macro-F1 of each seed of `option`'s student on the evaluation items, for its model card."
     ev = items.row.to_numpy()[splits.eval]; y = items.set_index('row').gold.loc[ev].to_numpy()
     g = preds[(preds.option == option) & (preds.kind == 'student')]
-    return [dict(seed=int(s), n=len(ev), **scores(y, h.set_index('row').pred.loc[ev].to_numpy(), K)) for s, h in g.groupby('seed')]
+    return [dict(seed=int(s), n=len(ev), **scores(y, h.set_index('row').pred.loc[ev].to_numpy(), K, np.unique(y))) for s, h in g.groupby('seed')]
 
 def keep_student(saved:str|Path, # a student `finetune(..., save_dir=...)` wrote
                  dest:str|Path, # where to keep it

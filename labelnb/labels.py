@@ -62,9 +62,10 @@ def hard_labels(labels, # class ids, or [n, K] distributions
 def scores(y, # gold class ids
            pred, # predicted class ids (-1 = abstention, counted wrong), or [n, K] distributions
            K:int, # number of classes
+           classes=None, # class ids macro-F1 averages over (None = all K)
           ) -> dict:
-    "Accuracy and macro-F1 over all `K` classes (an abstention counts wrong; a class never predicted scores 0)."
+    "Accuracy and macro-F1 over all `K` classes, or over `classes` (an abstention counts wrong; a class never predicted scores 0)."
     y, pred = as_ids(y, K, 'y_true', abstain=False), as_ids(hard_labels(pred), K, 'y_pred')
     if len(y) != len(pred): raise ValueError(f"y_true and y_pred must be of equal length, got {len(y)} and {len(pred)}")
     if not len(y): raise ValueError("y_true is empty")
-    return dict(accuracy=float(accuracy_score(y, pred)), macro_f1=float(f1_score(y, pred, labels=list(range(K)), average='macro', zero_division=0)))
+    return dict(accuracy=float(accuracy_score(y, pred)), macro_f1=float(f1_score(y, pred, labels=list(range(K)) if classes is None else [int(k) for k in classes], average='macro', zero_division=0)))
