@@ -41,7 +41,7 @@ def label_name(source:str, mitigation:str='none', setting:float=0.0) -> str:
     return f"{source} + {mitigation}" + (f" {setting:g}" if setting else '')
 
 RUN_COLS = ['run_id', 'label', *Experiment.names(), 'accuracy', 'macro_f1', 'collapsed', 'collapse_reason', 'baseline_accuracy', 'baseline_macro_f1',
-            'baseline_from', 'baseline_collapsed', 'label_accuracy', 'kept', 'gold_spent', 'annotation_calls', 'errors_caught',
+            'baseline_from', 'baseline_collapsed', 'label_accuracy', 'kept', 'gold_spent', 'annotation_calls', 'errors_caught', 'routed_llm_errors',
             'best_val_macro_f1', 'train_seconds', 'total_seconds', 'labelnb', 'git_commit', 'finished', 'results_file', 'predictions_file']
 
 def collapse_of(r:dict, # a results record
@@ -117,7 +117,8 @@ def collect(out:str|Path, # sweep folder (or its results/ folder)
                          accuracy=r['metrics']['accuracy'], macro_f1=r['metrics']['macro_f1'], collapsed=collapsed, collapse_reason=why,
                          baseline_accuracy=bl[0], baseline_macro_f1=bl[1], baseline_from=b_from, baseline_collapsed=b_coll,
                          label_accuracy=lab.get('label_accuracy'), kept=lab.get('kept'), gold_spent=lab.get('gold_spent'),
-                         annotation_calls=lab.get('annotation_calls'), errors_caught=lab.get('errors_caught'), best_val_macro_f1=r['train'].get('best_val_macro_f1'),
+                         annotation_calls=lab.get('annotation_calls'), errors_caught=lab.get('errors_caught'),
+                         routed_llm_errors=lab.get('routed_llm_errors'), best_val_macro_f1=r['train'].get('best_val_macro_f1'),
                          train_seconds=r['timings'].get('train_s'), total_seconds=r['timings'].get('total_s'),
                          labelnb=r['versions'].get('labelnb'), git_commit=r['versions'].get('git_commit'), finished=r.get('finished'),
                          results_file=str(f), predictions_file=str(res/r['predictions']) if r.get('predictions') else None))
@@ -380,7 +381,7 @@ def budget_curve(runs:pd.DataFrame, # `collect` output (runs of routers, the unm
                 ) -> pd.DataFrame:
     "One row per router run (and per unmitigated LLM run, at budget 0): the share of the training set given gold and the share of the gap closed."
     keys = [k for k in TRAIN_KEYS + ANNOTATOR_KEYS if k in runs]
-    cols = ['dataset', 'source', 'router', 'setting', 'n_train', 'seed', 'budget_share', 'gold_spent', 'errors_caught', 'annotation_calls', metric, 'gap', 'gap_closed', 'mark']
+    cols = ['dataset', 'source', 'router', 'setting', 'n_train', 'seed', 'budget_share', 'gold_spent', 'errors_caught', 'hit_rate', 'annotation_calls', metric, 'gap', 'gap_closed', 'mark']
     routed = runs[runs.mitigation.isin(ROUTERS + ['ensemble', 'none']) & (runs.source != 'gold')]
     rows, tk = [], [k for k in TRAIN_KEYS if k in runs]
     S = runs[keys].apply(lambda col: col.map(str))   # None and NaN compare equal as text
@@ -394,16 +395,17 @@ def budget_curve(runs:pd.DataFrame, # `collect` output (runs of routers, the unm
         rows.append(dict(dataset=r.dataset, source=r.source, router='none' if r.mitigation == 'none' else 'flip' if r.mitigation == 'ensemble' else r.mitigation,
                          setting=r.setting, n_train=r.n_train, seed=r.seed, budget_share=(r.gold_spent or 0) / r.n_train, gold_spent=r.gold_spent,
                          errors_caught=r.get('errors_caught', np.nan),   # frames built by hand may lack it
+                         hit_rate=r.get('routed_llm_errors', np.nan) / r.gold_spent if r.gold_spent else np.nan,   # of the labels bought, the share that fixed an LLM error
                          annotation_calls=r.annotation_calls, **{metric: r[metric]}, gap=gap, gap_closed=closed,
                          mark=f'gap {gap:+.1f} < {min_gap:g} pts' if small else 'no gold or LLM runs to compare' if not np.isfinite(gap) else ''))
     return pd.DataFrame(rows, columns=cols)
 
 def budget_table(curve:pd.DataFrame, # `budget_curve` output
                 ) -> pd.DataFrame:
-    "Per dataset, source, router and budget: mean and SD over seeds of the gap closed, the gold share bought, the share of the LLM's training errors it corrected (`errors_caught`) and the LLM calls spent."
+    "Per dataset, source, router and budget: mean and SD over seeds of the gap closed, the gold share bought, the share of the LLM's training errors it corrected (`errors_caught`), the share of its gold labels that corrected one (`hit_rate`) and the LLM calls spent."
     return (curve.groupby(['dataset', 'source', 'router', 'setting', 'n_train'], sort=False, dropna=False)
             .agg(n_runs=('seed', 'size'), budget_share=('budget_share', 'mean'), gold_spent=('gold_spent', 'mean'), errors_caught=('errors_caught', 'mean'),
-                 gap_closed=('gap_closed', 'mean'), sd_gap_closed=('gap_closed', 'std'), gap=('gap', 'first'),
+                 hit_rate=('hit_rate', 'mean'), gap_closed=('gap_closed', 'mean'), sd_gap_closed=('gap_closed', 'std'), gap=('gap', 'first'),
                  annotation_calls=('annotation_calls', 'mean'), mark=('mark', 'first'))
             .reset_index().sort_values(['dataset', 'source', 'router', 'budget_share'], kind='stable').reset_index(drop=True))
 
