@@ -375,6 +375,8 @@ def inheritance_table(inh:pd.DataFrame, # `inherited_errors` output
     return out.reset_index()
 
 # %% ../nbs/07_report.ipynb #d2bc0002
+def _share(k, n) -> float: return float(k) / float(n) if pd.notna(k) and pd.notna(n) and n else np.nan   # a record may lack either
+
 def budget_curve(runs:pd.DataFrame, # `collect` output (runs of routers, the unmitigated LLM source and gold)
                  metric:str='macro_f1', # run column
                  min_gap:float=2.0, # points (x100): a smaller gold-vs-LLM gap leaves the share closed unset and marked
@@ -395,7 +397,7 @@ def budget_curve(runs:pd.DataFrame, # `collect` output (runs of routers, the unm
         rows.append(dict(dataset=r.dataset, source=r.source, router='none' if r.mitigation == 'none' else 'flip' if r.mitigation == 'ensemble' else r.mitigation,
                          setting=r.setting, n_train=r.n_train, seed=r.seed, budget_share=(r.gold_spent or 0) / r.n_train, gold_spent=r.gold_spent,
                          errors_caught=r.get('errors_caught', np.nan),   # frames built by hand may lack it
-                         hit_rate=r.get('routed_llm_errors', np.nan) / r.gold_spent if r.gold_spent else np.nan,   # of the labels bought, the share that fixed an LLM error
+                         hit_rate=_share(r.get('routed_llm_errors'), r.gold_spent),   # of the labels bought, the share that fixed an LLM error
                          annotation_calls=r.annotation_calls, **{metric: r[metric]}, gap=gap, gap_closed=closed,
                          mark=f'gap {gap:+.1f} < {min_gap:g} pts' if small else 'no gold or LLM runs to compare' if not np.isfinite(gap) else ''))
     return pd.DataFrame(rows, columns=cols)
