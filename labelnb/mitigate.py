@@ -23,7 +23,8 @@ __all__ = ['RULES', 'REMEDIES', 'NEEDS', 'ROUTER_KS', 'ROUTERS', 'Cost', 'label_
            'stack_sources', 'consistency_ensemble', 'ensemble_table', 'soft_labels', 'small_gold_sample',
            'estimate_confusion', 'noisy_labels', 'correct_labels', 'gold_set_correction', 'gold_only',
            'confident_learning', 'student_oof_probs', 'tfidf_oof_probs', 'RemedyInput', 'Remedy', 'register_remedy',
-           'check_remedy', 'apply_remedy', 'budget_count', 'route', 'buy_gold', 'doubt_diverse_pick', 'doubt']
+           'check_remedy', 'apply_remedy', 'budget_count', 'route', 'buy_gold', 'doubt_diverse_pick', 'doubt',
+           'fixed_errors']
 
 # %% ../nbs/05_mitigate.ipynb #b7a69bf5
 @dataclass
@@ -807,3 +808,18 @@ def doubt(router:str, # one of `ROUTERS`
         return entropy(inp.probs)
     return dict(random=_random_doubt, confidence=_confidence_doubt, flip=_models_doubt, disagree_models=_models_doubt,
                 disagree_student=_student_doubt, doubt_diverse=_cheap_doubt)[router](inp, router)
+
+# %% ../nbs/05_mitigate.ipynb #d2fx0002
+def fixed_errors(llm, # the source's class ids (-1 = abstention, not an error)
+                 gold, # gold class ids of the same items
+                 routed, # the labels after the router bought gold (`apply_remedy`)
+                 oof, # [n, K] out-of-fold probabilities of a student trained on `llm` (`labelnb.experiment.oof_probs`)
+                ) -> dict:
+    "The LLM errors `routed` corrects, split into those a student trained on `llm` already predicts right (`fixed_known`) and those it believes (`fixed_believed`)."
+    llm, gold, routed, oof = np.asarray(llm), np.asarray(gold), np.asarray(routed), np.asarray(oof, float)
+    if not (len(llm) == len(gold) == len(routed) == len(oof)):
+        raise ValueError(f"fixed_errors: llm, gold, routed and oof must hold the same items; got {len(llm)}, {len(gold)}, {len(routed)} and {len(oof)}")
+    knows = oof.argmax(1) == gold
+    wrong = (llm >= 0) & (llm != gold); fixed = wrong & (routed == gold)
+    return dict(llm_errors=int(wrong.sum()), believed=int((wrong & ~knows).sum()), fixed=int(fixed.sum()),
+                fixed_known=int((fixed & knows).sum()), fixed_believed=int((fixed & ~knows).sum()))
