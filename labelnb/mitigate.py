@@ -773,6 +773,15 @@ def _cheap_doubt(inp, name):
     if inp.probs is not None: d = (d + entropy(inp.probs) / np.log(inp.K)) / 2
     return d
 
+def _blind_doubt(inp, name):
+    "TF-IDF doubt of each label, the items the student's out-of-fold prediction agrees with first (doubt + 1): the errors it has learned."
+    _need(inp, name, "the student's out-of-fold probabilities", inp.oof is not None)
+    _need(inp, name, "the training texts", inp.texts is not None)
+    P, _ = inp.oof(inp.y)
+    T, _ = tfidf_oof_probs(list(inp.texts), inp.y, inp.K, seed=inp.seed)
+    d = _self_conf_doubt(inp.y, T)
+    return np.where(P.argmax(1) == inp.y, 1 + d, d)   # NaN (abstentions) stays NaN: first of all
+
 def _flip(inp):
     M, names = inp.more(int(inp.setting))
     y, r = consistency_ensemble(M, inp.gold, 'flip_to_gold', K=inp.K)
@@ -793,8 +802,10 @@ for _r in [
            "router: gold where the student's out-of-fold probabilities doubt the label most (cleanlab label quality)"),
     Remedy('doubt_diverse', _router('doubt_diverse', _cheap_doubt), 0.05, ('texts', 'gold'), _budget_check, 'budget',
            'router: doubtful items spread over k-means clusters of TF-IDF/SVD features'),
+    Remedy('blind_spot', _router('blind_spot', _blind_doubt), 0.05, ('oof', 'texts', 'gold'), _budget_check, 'budget',
+           "router: gold where a TF-IDF model doubts a label that the student's out-of-fold prediction agrees with"),
 ]: register_remedy(_r)
-ROUTERS = ['random', 'entropy', 'confidence', 'flip', 'disagree_models', 'disagree_student', 'doubt_diverse']  # the remedies that buy gold for chosen items
+ROUTERS = ['random', 'entropy', 'confidence', 'flip', 'disagree_models', 'disagree_student', 'doubt_diverse', 'blind_spot']  # the remedies that buy gold for chosen items
 
 
 # %% ../nbs/05_mitigate.ipynb #dbt00002
@@ -807,7 +818,8 @@ def doubt(router:str, # one of `ROUTERS`
         if inp.probs is None: raise ValueError("mitigation: router 'entropy' needs label distributions (probs=...), which this label source does not provide")
         return entropy(inp.probs)
     return dict(random=_random_doubt, confidence=_confidence_doubt, flip=_models_doubt, disagree_models=_models_doubt,
-                disagree_student=_student_doubt, doubt_diverse=_cheap_doubt)[router](inp, router)
+                disagree_student=_student_doubt, doubt_diverse=_cheap_doubt,
+                blind_spot=_blind_doubt)[router](inp, router)
 
 # %% ../nbs/05_mitigate.ipynb #d2fx0002
 def fixed_errors(llm, # the source's class ids (-1 = abstention, not an error)
